@@ -1,0 +1,56 @@
+"""The exception and warning hierarchy: what is wrong, what we got, how to fix it."""
+
+from __future__ import annotations
+
+__all__ = [
+    "StEngineError",
+    "DimensionError",
+    "GridMismatchError",
+    "BackendNotSupported",
+    "ChunkError",
+    "ChunkWarning",
+    "UDFError",
+    "StoreError",
+    "StoreNotFoundError",
+    "IndexRangeError",
+]
+
+
+class StEngineError(Exception):
+    """Base class of every error stengine raises on purpose."""
+
+
+class DimensionError(StEngineError, ValueError):
+    """An array lacks the dims an op needs, or has unexpected ones."""
+
+
+class GridMismatchError(StEngineError, ValueError):
+    """Two rasters that must share a grid (CRS, transform, shape) do not."""
+
+
+class BackendNotSupported(StEngineError, NotImplementedError):
+    """An op has no kernel for this array type (e.g. no CuPy kernel)."""
+
+
+class ChunkError(StEngineError, ValueError):
+    """The chunking of a dask input does not allow the op without loading everything."""
+
+
+class UDFError(StEngineError, ValueError):
+    """A user function given to ``local_apply`` misbehaved on a sample."""
+
+
+class StoreError(StEngineError, OSError):
+    """A store (Zarr, point store) is unusable: wrong layout, broken commit."""
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """A store or file the call needs does not exist."""
+
+
+class IndexRangeError(StEngineError, ValueError):
+    """A coordinate or key is outside the range an index accepts (lon/lat, time, level)."""
+
+
+class ChunkWarning(UserWarning):
+    """Chunks were changed to make an op possible (e.g. chunks smaller than a halo)."""

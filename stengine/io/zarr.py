@@ -1,0 +1,229 @@
+"""Cubes in Zarr v3 stores: compressed, CRS and time round-trip, atomic writes and appends.
+
+Commit protocol (see :mod:`stengine.io._atomic`): a new store or an overwrite is
+written aside and swapped into place; an append along ``time`` (or any dim) keeps a
+journal of the bytes it may overwrite and rolls back on failure or on the next open.
+Either way, a write that fails halfway leaves the previous store readable and unchanged.
+Remote (fsspec URL) stores are written directly, without these guarantees.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ..errors import StoreError, StoreNotFoundError
+from . import _atomic
+
+__all__ = ["to_zarr", "open_cube"]
+
+_DA_NAME = "stengine_dataarray"  # root attr: the store holds one DataArray of this name
+_DEFAULT_CHUNK = 2048  # pixels per spatial chunk side for in-memory inputs
+
+
+def _is_local(store) -> bool:
+    return isinstance(store, Path) or (isinstance(store, str) and "://" not in store)
+
+
+def default_compressor():
+    """The compressor used when none is given: Zstandard level 3 (fast to decode, ~9× on
+    class rasters in our benchmark)."""
+    from zarr.codecs import ZstdCodec
+
+    return ZstdCodec(level=3)
+
+
+def _as_dataset(obj) -> tuple[xr.Dataset, str | None]:
+    if isinstance(obj, xr.DataArray):
+        name = obj.name if obj.name is not None else "data"
+        ds = obj.to_dataset(name=name)
+        ds.attrs = {**obj.attrs, _DA_NAME: name}
+        ds[name].attrs = dict(obj.attrs)
+        return ds, name
+    if isinstance(obj, xr.Dataset):
+        return obj, None
+    raise TypeError(f"to_zarr: obj must be an xarray DataArray or Dataset; got {type(obj).__name__}")
+
+
+def _regular_chunks(ds: xr.Dataset, chunks) -> xr.Dataset:
+    """Chunk ``ds`` so each data variable has regular chunks (Zarr needs them)."""
+    if chunks is not None:
+        return ds.chunk(chunks)
+    out = {}
+    for name, v in ds.data_vars.items():
+        if v.chunks is None:
+            want = {d: (_DEFAULT_CHUNK if d in ("x", "y") else 1 if d == "time" else -1)
+                    for d in v.dims}
+            out[name] = v.chunk(want)
+            continue
+        fix = {}
+        for d, c in zip(v.dims, v.chunks, strict=True):
+            if len(c) > 1 and (len(set(c[:-1])) > 1 or c[-1] > c[0]):
+                fix[d] = max(c)
+        out[name] = v.chunk(fix) if fix else v
+    return ds.assign(out)
+
+
+def _encoding(ds: xr.Dataset, compressor, encoding):
+    enc = {}
+    comp = default_compressor() if compressor == "default" else compressor
+    for name, v in ds.data_vars.items():
+        e = {"compressors": [comp] if comp is not None else None}
+        e.update((encoding or {}).get(name, {}))
+        enc[name] = e
+    for name, v in ds.coords.items():
+        if v.dtype.kind == "M" and name not in enc:
+            # ns since the epoch: exact round trip, and appends cannot shift the units
+            enc[name] = {"units": "nanoseconds since 1970-01-01", "dtype": "int64"}
+    return enc
+
+
+def _array_meta(store: Path) -> dict[str, dict]:
+    """zarr.json of every array in a local v3 store, keyed by path relative to the store."""
+    out = {}
+    for meta in store.rglob("zarr.json"):
+        m = json.loads(meta.read_text())
+        if m.get("node_type") == "array":
+            out[str(meta.parent.relative_to(store))] = m
+    return out
+
+
+def _append_journal_files(store: Path, dim: str):
+    """Files an append along ``dim`` may overwrite, and chunks it may add, per array."""
+    files, beyond = [], {}
+    for meta in store.rglob("zarr.json"):
+        files.append(str(meta.relative_to(store)))
+    for rel, m in _array_meta(store).items():
+        names = m.get("dimension_names") or []
+        if dim not in names:
+            continue
+        axis = names.index(dim)
+        shape = m["shape"]
+        chunk = m["chunk_grid"]["configuration"]["chunk_shape"]
+        enc = m.get("chunk_key_encoding", {})
+        if enc.get("name") != "default" or enc.get("configuration", {}).get("separator", "/") != "/":
+            raise StoreError(f"to_zarr: cannot journal appends to {store / rel}: chunk key "
+                             f"encoding {enc} (stengine writes the default '/' encoding)")
+        beyond[rel] = (axis, shape[axis], chunk[axis])
+        if shape[axis] % chunk[axis]:
+            # the last chunk along dim is partly filled; the append rewrites it
+            idx_ranges = [range(-(-s // c)) for s, c in zip(shape, chunk, strict=True)]
+            idx_ranges[axis] = [shape[axis] // chunk[axis]]
+            for idx in np.ndindex(*[len(r) for r in idx_ranges]):
+                key = "/".join(str(idx_ranges[k][i]) for k, i in enumerate(idx))
+                files.append(f"{rel}/c/{key}" if rel != "." else f"c/{key}")
+    return files, beyond
+
+
+def to_zarr(obj, store, *, mode: str = "w", append_dim: str | None = None, chunks=None,
+            compressor="default", encoding=None, compute: bool = True):
+    """Write a cube (DataArray or Dataset) to a Zarr v3 store, atomically.
+
+    Parameters
+    ----------
+    obj : xarray.DataArray | xarray.Dataset
+        The cube. A DataArray is stored as a one-variable Dataset and opens again as a
+        DataArray with :func:`open_cube`. CRS (``spatial_ref``), attrs and ``time``
+        (exact, as int64 ns since 1970) round-trip.
+    store : str | pathlib.Path
+        Directory of the store (local), or an fsspec URL (written directly, not atomic).
+    mode : {"w", "w-", "a"}
+        ``"w"`` replaces an existing store (atomically); ``"w-"`` fails if it exists;
+        ``"a"`` with ``append_dim`` appends along that dim (journaled).
+    append_dim : str, optional
+        Dim to append along (usually ``"time"``); the new data must match the store's
+        other dims and variables.
+    chunks : dict, optional
+        Rechunk before writing. By default dask chunks are kept (made regular if needed)
+        and in-memory arrays get 2048-pixel spatial chunks, one time step per chunk.
+    compressor : zarr codec | None | "default"
+        Compressor for data variables; default :func:`default_compressor`.
+    compute : bool
+        ``False`` is not supported for atomic local writes (the commit needs the data).
+
+    Returns
+    -------
+    str
+        The store path.
+
+    Raises
+    ------
+    StoreNotFoundError
+        ``mode="a"`` on a store that does not exist.
+    FileExistsError
+        ``mode="w-"`` on a store that exists.
+    """
+    if mode not in ("w", "w-", "a"):
+        raise ValueError(f"to_zarr: mode must be 'w', 'w-' or 'a'; got {mode!r}")
+    if mode == "a" and append_dim is None:
+        raise ValueError("to_zarr: mode='a' needs append_dim= (e.g. append_dim='time')")
+    if not compute:
+        raise ValueError("to_zarr: compute=False is not supported; writes commit atomically")
+    ds, _ = _as_dataset(obj)
+    ds = _regular_chunks(ds, chunks)
+    if not _is_local(store):
+        kw = dict(mode=mode, zarr_format=3, consolidated=False)
+        if mode == "a":
+            ds.to_zarr(store, append_dim=append_dim, **kw)
+        else:
+            ds.to_zarr(store, encoding=_encoding(ds, compressor, encoding), **kw)
+        return store
+    path = Path(store)
+    _atomic.recover(path)
+    if mode == "a":
+        if not (path / "zarr.json").exists():
+            raise StoreNotFoundError(f"to_zarr: cannot append to {str(path)!r}: no Zarr store "
+                                     "there. Write it first with mode='w'.")
+        if append_dim not in ds.dims:
+            raise ValueError(f"to_zarr: append_dim {append_dim!r} is not a dim of the data "
+                             f"{tuple(ds.dims)}")
+        files, beyond = _append_journal_files(path, append_dim)
+        with _atomic.journal(path, files, beyond):
+            ds.to_zarr(path, mode="a", append_dim=append_dim, zarr_format=3, consolidated=False)
+        return str(path)
+    if mode == "w-" and path.exists():
+        raise FileExistsError(f"to_zarr: {str(path)!r} exists; use mode='w' to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _atomic.write_aside(path) as tmp:
+        ds.to_zarr(tmp, mode="w-", encoding=_encoding(ds, compressor, encoding),
+                   zarr_format=3, consolidated=False)
+    return str(path)
+
+
+def open_cube(store, *, chunks="auto", variable: str | None = None):
+    """Open a Zarr store written by :func:`to_zarr` (or any xarray-readable Zarr) lazily.
+
+    Parameters
+    ----------
+    store : str | pathlib.Path
+        Store path or fsspec URL. An interrupted earlier write is rolled back first.
+    chunks : "auto" | dict | None
+        ``"auto"`` uses the store's chunks (one dask chunk per Zarr chunk); a dict
+        rechunks; ``None`` loads eagerly.
+    variable : str, optional
+        Return this data variable as a DataArray.
+
+    Returns
+    -------
+    xarray.DataArray | xarray.Dataset
+        A DataArray if the store was written from one (or ``variable`` is given).
+    """
+    if _is_local(store):
+        path = Path(store)
+        _atomic.recover(path)
+        if not (path / "zarr.json").exists() and not (path / ".zgroup").exists():
+            raise StoreNotFoundError(f"open_cube: no Zarr store at {str(path)!r}")
+    ds = xr.open_zarr(store, chunks={} if chunks == "auto" else chunks, consolidated=False,
+                      decode_cf=True, mask_and_scale=False)
+    name = variable or ds.attrs.get(_DA_NAME)
+    if name is None:
+        return ds
+    if name not in ds.data_vars:
+        raise KeyError(f"open_cube: no variable {name!r} in {store!r}; it has "
+                       f"{sorted(ds.data_vars)}")
+    da = ds[name]
+    da.attrs.pop(_DA_NAME, None)
+    return da

@@ -1,0 +1,530 @@
+"""Local (per-pixel) map algebra: reclassify, pixel counts, raster arithmetic, indices, UDFs.
+
+nodata conventions, the same on every backend:
+
+- float rasters: NaN is missing; it propagates through arithmetic and is never counted
+  by :func:`local_histogram` (count NaNs explicitly with ``local_count(da, np.nan)``);
+- integer rasters: ``attrs["nodata"]`` (if set) is missing; arithmetic writes the
+  output's nodata where any input is nodata; histograms skip it;
+- float results of integer inputs (``normalized_difference``, division) use NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from ..cube import check_dtype, check_raster, check_same_grid
+from ..errors import UDFError
+from ._kernel import Kernel
+from ._lift import lift_block_counts, lift_map
+from ._numba import local as _cpu
+
+__all__ = [
+    "local_reclassify",
+    "local_count",
+    "local_histogram",
+    "local_add",
+    "local_subtract",
+    "local_multiply",
+    "local_divide",
+    "normalized_difference",
+    "band_math",
+    "local_apply",
+    "check_udf",
+]
+
+_GPU = "stengine.ops._cuda.local:"
+reclassify_lut_k = Kernel("local_reclassify", cpu=_cpu.reclassify_lut, gpu=_GPU + "reclassify_lut")
+reclassify_search_k = Kernel("local_reclassify", cpu=_cpu.reclassify_search,
+                             gpu=_GPU + "reclassify_search")
+count_k = Kernel("local_count", cpu=_cpu.count_equal, gpu=_GPU + "count_equal")
+histogram_k = Kernel("local_histogram", cpu=_cpu.histogram, gpu=_GPU + "histogram")
+binary_k = Kernel("local_binary", cpu=_cpu.binary, gpu=_GPU + "binary")
+normalized_difference_k = Kernel("normalized_difference", cpu=_cpu.normalized_difference,
+                                 gpu=_GPU + "normalized_difference")
+
+
+def _nodata(da):
+    """(value, present) of an integer raster's nodata attribute; NaN rasters have none."""
+    nd = da.attrs.get("nodata") if isinstance(da, xr.DataArray) else None
+    if nd is None or (isinstance(nd, float) and np.isnan(nd)):
+        return 0, False
+    return nd, True
+
+
+def _small_int(dtype) -> bool:
+    return np.dtype(dtype).kind in "iub" and np.dtype(dtype).itemsize <= 2
+
+
+def _fit_dtype(values, like) -> np.dtype:
+    """Smallest sensible dtype holding ``values``: ``like`` if it can, else numpy promotion."""
+    vals = np.asarray([v for v in values if v is not None])
+    like = np.dtype(like)
+    if vals.size == 0:
+        return like
+    if vals.dtype.kind == "f" and np.all(np.isnan(vals) | (vals == np.round(vals))) and \
+            like.kind in "iu" and not np.any(np.isnan(vals)):
+        vals = vals.astype(np.int64)
+    if vals.dtype.kind in "iub" and like.kind in "iub":
+        lo, hi = vals.min(), vals.max()
+        if np.can_cast(np.min_scalar_type(lo), like) and np.can_cast(np.min_scalar_type(hi), like):
+            return like
+        return np.result_type(like, np.min_scalar_type(lo), np.min_scalar_type(hi))
+    if like.kind == "f":
+        return like if vals.dtype.kind in "iub" else np.result_type(like, np.float32)
+    return np.result_type(np.float32, like, vals.dtype)
+
+
+# --------------------------------------------------------------------------- reclassify
+def local_reclassify(da, mapping, *, default=None, nodata=None, dtype=None, dims=None):
+    """Map pixel values to new values, by exact value or by ``[lo, hi)`` range.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        Raster (numpy, dask, CuPy or dask+CuPy); int or float.
+    mapping : dict | sequence of (lo, hi, new)
+        ``{old: new}`` for exact values, or ranges ``lo <= v < hi`` (non-overlapping).
+    default : number, optional
+        Value for pixels that match nothing; ``None`` keeps them unchanged.
+    nodata : number, optional
+        Output nodata for integer outputs; defaults to ``da.attrs["nodata"]``. Input
+        nodata pixels become output nodata; NaN stays NaN.
+    dtype : dtype, optional
+        Output dtype; by default the input dtype if it holds every new value.
+
+    Returns
+    -------
+    xarray.DataArray
+        Same dims, coords and chunks as ``da``.
+
+    Examples
+    --------
+    >>> import numpy as np, stengine
+    >>> da = stengine.cube.make_raster(np.array([[1, 2], [3, 4]], dtype="uint8"))
+    >>> da.st.local_reclassify({1: 10, 2: 20}).values
+    array([[10, 20],
+           [ 3,  4]], dtype=uint8)
+    >>> da.st.local_reclassify([(0, 3, 1), (3, 9, 2)]).values
+    array([[1, 1],
+           [2, 2]], dtype=uint8)
+    """
+    op = "local_reclassify"
+    check_raster(da, dims, op=op)
+    check_dtype(da, "iubf", op=op)
+    in_nd, has_nd = _nodata(da)
+    if isinstance(mapping, dict):
+        ranges = False
+        items = sorted(mapping.items())
+        lo = np.array([k for k, _ in items])
+        hi = lo
+        new = [v for _, v in items]
+    else:
+        ranges = True
+        try:
+            items = sorted((lo_, hi_, v) for lo_, hi_, v in mapping)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{op}: mapping must be a dict {{old: new}} or a sequence of "
+                            f"(lo, hi, new) ranges; got {mapping!r}") from e
+        lo = np.array([r[0] for r in items])
+        hi = np.array([r[1] for r in items])
+        new = [r[2] for r in items]
+        if np.any(hi <= lo) or np.any(hi[:-1] > lo[1:]):
+            raise ValueError(f"{op}: ranges must satisfy lo < hi and must not overlap; "
+                             f"got {items}")
+    if len(items) == 0:
+        raise ValueError(f"{op}: mapping is empty")
+    out_nd = nodata if nodata is not None else (in_nd if has_nd else None)
+    out_dtype = np.dtype(dtype) if dtype is not None else _fit_dtype(
+        [*new, default, out_nd] + ([] if default is not None else [0]), da.dtype)
+    if default is None and dtype is not None and not np.can_cast(da.dtype, out_dtype):
+        raise TypeError(f"{op}: default=None keeps unmatched {da.dtype} values, which "
+                        f"{out_dtype} cannot hold; pass default= or a wider dtype=")
+    if default is None and out_dtype.kind in "iu" and da.dtype.kind == "f":
+        raise TypeError(f"{op}: unmatched float pixels would be kept but the output is "
+                        f"{out_dtype}; pass default= (e.g. default=0)")
+    attrs = dict(da.attrs)
+    if out_nd is not None and out_dtype.kind in "iub":
+        attrs["nodata"] = out_nd
+    else:
+        attrs.pop("nodata", None)
+    new_arr = np.asarray(new, dtype=out_dtype)
+    if _small_int(da.dtype):
+        info = np.iinfo(da.dtype) if da.dtype.kind != "b" else None
+        lo_v, hi_v = (info.min, info.max) if info else (0, 1)
+        values = np.arange(lo_v, hi_v + 1)
+        lut = values.astype(out_dtype) if default is None else np.full(
+            values.size, default, dtype=out_dtype)
+        if ranges:
+            j = np.searchsorted(lo, values, side="right") - 1
+            hit = (j >= 0) & (values < hi[np.maximum(j, 0)])
+        else:
+            j = np.searchsorted(lo, values).clip(0, lo.size - 1)
+            hit = lo[j] == values
+        lut[hit] = new_arr[j[hit]]
+        if has_nd and lo_v <= in_nd <= hi_v:
+            lut[int(in_nd) - lo_v] = out_nd
+        return lift_map(reclassify_lut_k, da, dtype=out_dtype, attrs=attrs,
+                        kwargs={"lut": lut, "offset": int(lo_v)})
+    kw = dict(lo=lo.astype(da.dtype), hi=hi.astype(da.dtype), new=new_arr, ranges=ranges,
+              default=0 if default is None else default, keep=default is None,
+              nodata=da.dtype.type(in_nd), has_nodata=has_nd,
+              out_nodata=0 if out_nd is None else out_nd, out_dtype=out_dtype)
+    return lift_map(reclassify_search_k, da, dtype=out_dtype, attrs=attrs, kwargs=kw)
+
+
+# --------------------------------------------------------------------------- counts
+def local_count(da, value, *, dims=None):
+    """Count pixels equal to ``value`` over the spatial dims, exactly (int64).
+
+    ``value=np.nan`` counts NaN pixels. Other dims (``time``, ``band``) are kept.
+    Per-chunk counts are summed in a tree; the result is lazy for dask input.
+
+    Examples
+    --------
+    >>> import numpy as np, stengine
+    >>> da = stengine.cube.make_raster(np.array([[1, 2], [2, 2]], dtype="uint8"))
+    >>> int(da.st.local_count(2))
+    3
+    """
+    dims = check_raster(da, dims, op="local_count")
+    out = lift_block_counts(count_k, da, dims=dims, nbins=1, new_dim="_count",
+                            new_coord=[value], kwargs={"value": value}, name="count")
+    return out.squeeze("_count", drop=True)
+
+
+def local_histogram(da, *, classes=None, dims=None):
+    """Exact pixel counts (int64) of each integer class over the spatial dims.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        Integer or bool raster. ``attrs["nodata"]`` is not counted.
+    classes : array-like, optional
+        Classes to count. Default: every value of an 8- or 16-bit dtype; for wider
+        dtypes, the values present (numpy input only: a dask input would have to be
+        loaded to find them, so pass ``classes=`` there).
+
+    Returns
+    -------
+    xarray.DataArray
+        int64 counts with dims ``(*other_dims, "class")``; lazy for dask input.
+
+    Examples
+    --------
+    >>> import numpy as np, stengine
+    >>> da = stengine.cube.make_raster(np.array([[1, 2], [2, 0]], "uint8"), nodata=0)
+    >>> h = da.st.local_histogram(classes=[1, 2, 3])
+    >>> h.values.tolist(), h["class"].values.tolist()
+    ([1, 2, 0], [1, 2, 3])
+    """
+    from ..errors import ChunkError
+
+    op = "local_histogram"
+    dims = check_raster(da, dims, op=op)
+    check_dtype(da, "iub", op=op, what="integer (class)")
+    nd, has_nd = _nodata(da)
+    if classes is None:
+        if _small_int(da.dtype):
+            info = np.iinfo(da.dtype) if da.dtype.kind != "b" else None
+            classes = np.arange(info.min, info.max + 1) if info else np.array([0, 1])
+        elif not hasattr(da.data, "dask"):
+            classes = np.unique(np.asarray(da.data))
+        else:
+            raise ChunkError(f"{op} on a dask {da.dtype} raster needs classes= (finding them "
+                             "would load the whole raster). Pass classes=[...] if intended.")
+    classes = np.unique(np.asarray(classes)).astype(da.dtype if da.dtype.kind != "b" else "u1")
+    if has_nd:
+        classes = classes[classes != nd]
+    lut = offset = None
+    if _small_int(da.dtype):
+        info = np.iinfo(da.dtype) if da.dtype.kind != "b" else None
+        offset = int(info.min) if info else 0
+        size = (int(info.max) - offset + 1) if info else 2
+        lut = np.full(size, -1, np.int64)
+        lut[classes.astype(np.int64) - offset] = np.arange(classes.size)
+    else:
+        offset = 0
+    return lift_block_counts(
+        histogram_k, da, dims=dims, nbins=classes.size, new_dim="class", new_coord=classes,
+        kwargs={"classes": classes, "lut": lut, "offset": offset, "nodata": nd,
+                "has_nodata": has_nd}, name="count")
+
+
+# --------------------------------------------------------------------------- arithmetic
+_OPS = {"add": _cpu.ADD, "subtract": _cpu.SUB, "multiply": _cpu.MUL, "divide": _cpu.DIV}
+
+
+def _widen(dtype):
+    """Next wider integer dtype, so that sums and products of two values cannot wrap."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return np.dtype("u1")
+    if dtype.kind not in "iu" or dtype.itemsize >= 8:
+        return dtype
+    return np.dtype(f"{dtype.kind}{dtype.itemsize * 2}")
+
+
+def _binary(name, a, b, dtype, dims):
+    op = f"local_{name}"
+    if not isinstance(a, xr.DataArray):
+        raise TypeError(f"{op}: a must be an xarray.DataArray raster; got {type(a).__name__}")
+    check_raster(a, dims, op=op, name="a")
+    if isinstance(b, xr.DataArray):
+        check_same_grid(op=op, dims=dims, a=a, b=b)
+    elif not np.isscalar(b):
+        raise TypeError(f"{op}: b must be a raster or a scalar; got {type(b).__name__}")
+    for n, x in (("a", a), ("b", b)):
+        kind = x.dtype.kind if isinstance(x, xr.DataArray) else np.asarray(x).dtype.kind
+        if kind not in "iubf":
+            raise TypeError(f"{op}: {n} must be numeric; got dtype kind {kind!r}")
+    nd_a, has_a = _nodata(a)
+    nd_b, has_b = _nodata(b)
+    if dtype is not None:
+        out_dtype = np.dtype(dtype)
+    else:
+        bt = b.dtype if isinstance(b, xr.DataArray) else np.min_scalar_type(b)
+        base = np.result_type(a.dtype, bt)
+        if name == "divide":
+            out_dtype = np.result_type(base, np.float32)
+        elif name == "subtract" and base.kind == "u":
+            out_dtype = np.dtype(f"i{min(8, base.itemsize * 2)}")
+        else:
+            out_dtype = _widen(base) if name in ("add", "multiply") else base
+    attrs = dict(a.attrs)
+    attrs.pop("nodata", None)
+    if (has_a or has_b) and out_dtype.kind in "iu":
+        nd_out = nd_a if has_a else nd_b
+        if not np.can_cast(np.min_scalar_type(nd_out), out_dtype):
+            nd_out = np.iinfo(out_dtype).max
+        attrs["nodata"] = nd_out
+    else:
+        nd_out = np.nan if out_dtype.kind == "f" else 0
+    kw = dict(op=_OPS[name], nd_a=nd_a, has_a=has_a, nd_b=nd_b, has_b=has_b, nd_out=nd_out,
+              out_dtype=out_dtype)
+    if isinstance(b, xr.DataArray):
+        return lift_map(binary_k, a, b, dtype=out_dtype, kwargs=kw, attrs=attrs)
+    return lift_map(binary_k, a, dtype=out_dtype, kwargs={"b": b, **kw}, attrs=attrs)
+
+
+def local_add(a, b, *, dtype=None, dims=None):
+    """Add two rasters on the same grid (or a raster and a scalar), pixel by pixel.
+
+    Grids are checked (CRS, transform, shape). Integer sums are computed in the next
+    wider dtype (``uint8 + uint8 -> uint16``) so they cannot wrap; pass ``dtype`` to
+    choose. Nodata in either input gives nodata (integers) or NaN (floats).
+
+    Examples
+    --------
+    >>> import numpy as np, stengine
+    >>> a = stengine.cube.make_raster(np.array([[200, 1]], "uint8"))
+    >>> a.st.local_add(a).values
+    array([[400,   2]], dtype=uint16)
+    """
+    return _binary("add", a, b, dtype, dims)
+
+
+def local_subtract(a, b, *, dtype=None, dims=None):
+    """``a - b`` pixel by pixel (unsigned inputs give a signed result); see :func:`local_add`."""
+    return _binary("subtract", a, b, dtype, dims)
+
+
+def local_multiply(a, b, *, dtype=None, dims=None):
+    """``a * b`` pixel by pixel (integers widened); see :func:`local_add`."""
+    return _binary("multiply", a, b, dtype, dims)
+
+
+def local_divide(a, b, *, dtype=None, dims=None):
+    """``a / b`` pixel by pixel as float; ``x / 0`` gives NaN; see :func:`local_add`."""
+    return _binary("divide", a, b, dtype, dims)
+
+
+def normalized_difference(a, b, *, dtype=None, dims=None):
+    """``(a - b) / (a + b)``, e.g. NDVI = ``normalized_difference(nir, red)``.
+
+    Float32 unless an input is float64 (or ``dtype`` says otherwise). Nodata, NaN and
+    ``a + b == 0`` give NaN. Grids are checked.
+
+    Examples
+    --------
+    >>> import numpy as np, stengine
+    >>> nir = stengine.cube.make_raster(np.array([[3, 0]], "uint16"))
+    >>> red = stengine.cube.make_raster(np.array([[1, 0]], "uint16"))
+    >>> nir.st.normalized_difference(red).values
+    array([[0.5, nan]], dtype=float32)
+    """
+    op = "normalized_difference"
+    for n, x in (("a", a), ("b", b)):
+        check_raster(x, dims, op=op, name=n)
+        check_dtype(x, "iuf", op=op, name=n)
+    check_same_grid(op=op, dims=dims, a=a, b=b)
+    out_dtype = np.dtype(dtype) if dtype is not None else (
+        np.dtype("f8") if np.dtype("f8") in (a.dtype, b.dtype)
+        or max(a.dtype.itemsize, b.dtype.itemsize) > 2 and a.dtype.kind != "f" else np.dtype("f4"))
+    nd_a, has_a = _nodata(a)
+    nd_b, has_b = _nodata(b)
+    attrs = {k: v for k, v in a.attrs.items() if k != "nodata"}
+    return lift_map(normalized_difference_k, a, b, dtype=out_dtype, attrs=attrs,
+                    kwargs=dict(nd_a=nd_a, has_a=has_a, nd_b=nd_b, has_b=has_b,
+                                out_dtype=out_dtype))
+
+
+# --------------------------------------------------------------------------- UDFs
+def _sample(da, size):
+    """A small corner of ``da`` (spatial dims cut to ``size``), as an in-memory array."""
+    sl = {d: slice(0, size) for d in da.dims[-2:]}
+    sl.update({d: slice(0, 2) for d in da.dims[:-2]})
+    s = da.isel(sl).data
+    return s.compute() if hasattr(s, "dask") else s
+
+
+def check_udf(func, *rasters, sample: int = 16, **params):
+    """Run ``func`` on a small sample of ``rasters`` and return its output dtype.
+
+    Raises :class:`~stengine.errors.UDFError` naming the problem (an exception, a
+    non-array result, a wrong shape or a non-numeric dtype) before anything runs at scale.
+
+    Examples
+    --------
+    >>> import numpy as np, stengine
+    >>> da = stengine.cube.make_raster(np.ones((4, 4), "f4"))
+    >>> check_udf(lambda a: a * 2, da)
+    dtype('float32')
+    >>> check_udf(lambda a: a.sum(), da)
+    Traceback (most recent call last):
+    ...
+    stengine.errors.UDFError: local_apply: <lambda> returned shape () on a (4, 4) sample; it must return the shape of its inputs, (4, 4) (one value per pixel).
+    """
+    if not callable(func):
+        raise TypeError(f"local_apply: func must be callable; got {type(func).__name__}")
+    if not rasters:
+        raise TypeError("local_apply: pass at least one raster after func")
+    name = getattr(func, "__name__", repr(func))
+    blocks = [_sample(r, sample) for r in rasters]
+    want = np.broadcast_shapes(*(b.shape for b in blocks))
+    try:
+        out = func(*blocks, **params)
+    except Exception as e:  # noqa: BLE001 - re-raised with context
+        raise UDFError(f"local_apply: {name} raised {type(e).__name__}: {e} on a "
+                       f"{want} sample of the inputs; fix it before running at scale.") from e
+    if not hasattr(out, "shape") or not hasattr(out, "dtype"):
+        raise UDFError(f"local_apply: {name} returned {type(out).__name__}, not an array; it "
+                       f"must return an array of shape {want} (one value per pixel).")
+    if tuple(out.shape) != tuple(want):
+        raise UDFError(f"local_apply: {name} returned shape {tuple(out.shape)} on a {want} "
+                       f"sample; it must return the shape of its inputs, {want} "
+                       "(one value per pixel).")
+    if np.dtype(out.dtype).kind not in "biuf":
+        raise UDFError(f"local_apply: {name} returned dtype {out.dtype}; expected a numeric "
+                       "or bool dtype.")
+    return np.dtype(out.dtype)
+
+
+def local_apply(func, *rasters, dtype=None, check: bool = True, name=None, dims=None,
+                **params):
+    """Apply a user's array function to one or more rasters, chunk by chunk.
+
+    ``func(*blocks, **params)`` gets the aligned blocks of ``rasters`` (numpy, or CuPy
+    for GPU rasters) and must return one value per pixel, same shape. Grids are checked,
+    and with ``check=True`` the function is first run on a 16×16 sample
+    (:func:`check_udf`) so mistakes surface before the cluster works. Chunks along a
+    dim the function needs whole (e.g. ``band``) must be a single chunk.
+
+    Examples
+    --------
+    >>> import numpy as np, stengine
+    >>> a = stengine.cube.make_raster(np.arange(4.0).reshape(2, 2))
+    >>> stengine.ops.local_apply(lambda x, k: x * k, a, k=10).values
+    array([[ 0., 10.],
+           [20., 30.]])
+    """
+    if not rasters:
+        raise TypeError("local_apply: pass at least one raster after func")
+    for i, r in enumerate(rasters):
+        check_raster(r, dims, op="local_apply", name=f"rasters[{i}]")
+    check_same_grid(op="local_apply", dims=dims,
+                    **{f"rasters[{i}]": r for i, r in enumerate(rasters)})
+    out_dtype = check_udf(func, *rasters, **params) if check else None
+    out_dtype = np.dtype(dtype) if dtype is not None else out_dtype
+    if out_dtype is None:
+        raise TypeError("local_apply: pass dtype= when check=False")
+
+    def kernel(*blocks, **kw):
+        return func(*blocks, **kw)
+
+    kernel.__name__ = getattr(func, "__name__", "udf")
+    attrs = {k: v for k, v in rasters[0].attrs.items() if k != "nodata"}
+    return lift_map(kernel, *rasters, dtype=out_dtype, kwargs=params, attrs=attrs,
+                    name=name or rasters[0].name)
+
+
+# --------------------------------------------------------------------------- band math
+_ALLOWED_FUNCS = {"sqrt", "log", "log10", "exp", "abs", "where", "minimum", "maximum",
+                  "clip", "sin", "cos", "tan", "arctan2", "floor", "ceil", "isnan"}
+
+
+def band_math(expr: str, /, *, dims=None, **rasters):
+    """Evaluate an arithmetic expression over named rasters, chunk by chunk, as float.
+
+    ``expr`` uses the names of ``rasters``, numbers, ``+ - * / ** < > <= >= == & |``
+    and the functions ``sqrt log log10 exp abs where minimum maximum clip sin cos tan
+    arctan2 floor ceil isnan``. Grids are checked. Integer nodata becomes NaN first;
+    the result is float32 (float64 if any input is float64).
+
+    Examples
+    --------
+    >>> import numpy as np, stengine
+    >>> nir = stengine.cube.make_raster(np.array([[4, 2]], "uint16"))
+    >>> red = stengine.cube.make_raster(np.array([[2, 2]], "uint16"))
+    >>> band_math("(nir - red) / (nir + red)", nir=nir, red=red).values
+    array([[0.33333334, 0.        ]], dtype=float32)
+    """
+    import ast
+
+    op = "band_math"
+    if not rasters:
+        raise TypeError(f"{op}: pass the rasters as keywords, e.g. band_math('a+b', a=..., b=...)")
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as e:
+        raise ValueError(f"{op}: cannot parse expr {expr!r}: {e.msg}") from e
+    allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Call, ast.Name,
+               ast.Load, ast.Constant, ast.operator, ast.unaryop, ast.cmpop)
+    for node in ast.walk(tree):
+        if not isinstance(node, allowed):
+            raise ValueError(f"{op}: {type(node).__name__} is not allowed in expr {expr!r}")
+        if isinstance(node, ast.Name) and node.id not in rasters and node.id not in _ALLOWED_FUNCS:
+            raise ValueError(f"{op}: unknown name {node.id!r} in {expr!r}; rasters given: "
+                             f"{sorted(rasters)}")
+        if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name)
+                                               and node.func.id in _ALLOWED_FUNCS):
+            raise ValueError(f"{op}: only {sorted(_ALLOWED_FUNCS)} may be called in {expr!r}")
+    names = list(rasters)
+    for n in names:
+        check_raster(rasters[n], dims, op=op, name=n)
+        check_dtype(rasters[n], "iubf", op=op, name=n)
+    check_same_grid(op=op, dims=dims, **rasters)
+    out_dtype = np.dtype("f8") if any(r.dtype == np.float64 or r.dtype.itemsize > 2
+                                      and r.dtype.kind != "f" for r in rasters.values()) \
+        else np.dtype("f4")
+    nodata = [_nodata(rasters[n]) for n in names]
+    code = compile(tree, "<band_math>", "eval")
+
+    def kernel(*blocks):
+        from .._backends import array_module
+
+        xp = array_module(blocks[0])
+        env = {f: getattr(xp, f) for f in _ALLOWED_FUNCS}
+        for n, b, (nd, has) in zip(names, blocks, nodata, strict=True):
+            v = b.astype(out_dtype)
+            if has:
+                v[b == nd] = np.nan
+            env[n] = v
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return xp.asarray(eval(code, {"__builtins__": {}}, env)).astype(out_dtype)
+
+    kernel.__name__ = "band_math"
+    first = rasters[names[0]]
+    attrs = {k: v for k, v in first.attrs.items() if k != "nodata"}
+    return lift_map(kernel, *rasters.values(), dtype=out_dtype, attrs=attrs, name=None)

@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Set up and run stengine's main jobs with nothing but Python 3.11+ and git.
+
+    python3 tasks.py demo     # create .venv on first use, install, run `stengine demo`
+    python3 tasks.py test     # create .venv on first use, install test extras, run the tests
+    python3 tasks.py bench    # install bench extras, run the side-by-side benchmarks
+
+Extra arguments after the task go to the command it runs
+(e.g. ``python3 tasks.py test -k focal``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+EXTRAS = {"demo": [], "test": ["test"], "bench": ["bench"]}
+
+
+def _ensure_env(extras: list[str]) -> None:
+    """Create .venv and (re)install the package when pyproject.toml or the extras changed."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"stengine needs Python >= 3.11; this is {sys.version.split()[0]}")
+    if not PY.exists():
+        print(f"creating {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    spec = "." + (f"[{','.join(extras)}]" if extras else "")
+    stamp_key = (ROOT / "pyproject.toml").read_bytes() + spec.encode()
+    stamp = VENV / f".installed-{hashlib.sha1(stamp_key).hexdigest()[:12]}"
+    if stamp.exists():
+        return
+    print(f"installing stengine{spec[1:]} into {VENV}", flush=True)
+    pip = [str(PY), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "install", "-e", spec], check=True, cwd=ROOT)
+    stamp.touch()
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in EXTRAS:
+        print(__doc__)
+        return 2
+    task, rest = argv[0], argv[1:]
+    _ensure_env(EXTRAS[task])
+    env = dict(os.environ)
+    if task == "demo":
+        cmd = [str(BIN / "stengine"), "demo", *rest]
+    elif task == "test":
+        cmd = [str(PY), "-m", "pytest", *rest]
+    else:
+        cmd = [str(PY), "-m", "benchmarks", *rest]
+    return subprocess.call(cmd, cwd=ROOT, env=env)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
