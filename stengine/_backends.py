@@ -78,16 +78,35 @@ _SIM_LOCK = threading.Lock()
 
 def launch(kernel, n: int | tuple, *args, threads: int | tuple = 256):
     """Launch a numba.cuda ``kernel`` over ``n`` items (int) or a 2-D ``(rows, cols)`` range."""
+    sim = simulator_enabled()
     if isinstance(n, tuple):
         tb = threads if isinstance(threads, tuple) else (16, 16)
+        if sim:  # the simulator runs each GPU thread as a Python thread: launch no idle ones
+            tb = tuple(max(1, min(t, k)) for t, k in zip(tb, n, strict=True))
         blocks = tuple(max(1, -(-k // t)) for k, t in zip(n, tb, strict=True))
     else:
-        tb = threads
+        tb = max(1, min(threads, int(n))) if sim else threads
         blocks = max(1, -(-int(n) // tb))
-    if simulator_enabled():
-        # Simulated blocks are numpy views; the simulator needs plain ndarrays.
-        args = tuple(a.view(np.ndarray) if isinstance(a, np.ndarray) else a for a in args)
+    if sim:
+        # The simulator wants plain ndarrays and copies every array argument back after
+        # the launch, so read-only inputs (broadcast views, dask slices) get a copy.
+        args = tuple((a.view(np.ndarray) if a.flags.writeable else np.array(a))
+                     if isinstance(a, np.ndarray) else a for a in args)
         with _SIM_LOCK:
             kernel[blocks, tb](*args)
     else:
         kernel[blocks, tb](*args)
+
+
+def _register_dask_dispatch():
+    """Make dask concatenate simulated device blocks into a simulated device array
+    (numpy's concatenate would silently return a plain ndarray)."""
+    from dask.array.dispatch import concatenate_lookup
+
+    @concatenate_lookup.register(SimulatedDeviceArray)
+    def _concat(arrays, axis=0, out=None):
+        plain = [a.view(np.ndarray) if isinstance(a, np.ndarray) else a for a in arrays]
+        return np.concatenate(plain, axis=axis).view(SimulatedDeviceArray)
+
+
+_register_dask_dispatch()

@@ -118,8 +118,14 @@ def _append_journal_files(store: Path, dim: str):
     return files, beyond
 
 
+def _run(delayed, progress):
+    from ..compute import compute
+
+    compute(delayed, progress=progress)
+
+
 def to_zarr(obj, store, *, mode: str = "w", append_dim: str | None = None, chunks=None,
-            compressor="default", encoding=None, compute: bool = True):
+            compressor="default", encoding=None, compute: bool = True, progress: bool = False):
     """Write a cube (DataArray or Dataset) to a Zarr v3 store, atomically.
 
     Parameters
@@ -143,6 +149,8 @@ def to_zarr(obj, store, *, mode: str = "w", append_dim: str | None = None, chunk
         Compressor for data variables; default :func:`default_compressor`.
     compute : bool
         ``False`` is not supported for atomic local writes (the commit needs the data).
+    progress : bool
+        Show a progress bar while chunks are computed and written.
 
     Returns
     -------
@@ -182,14 +190,15 @@ def to_zarr(obj, store, *, mode: str = "w", append_dim: str | None = None, chunk
                              f"{tuple(ds.dims)}")
         files, beyond = _append_journal_files(path, append_dim)
         with _atomic.journal(path, files, beyond):
-            ds.to_zarr(path, mode="a", append_dim=append_dim, zarr_format=3, consolidated=False)
+            _run(ds.to_zarr(path, mode="a", append_dim=append_dim, zarr_format=3,
+                            consolidated=False, compute=False), progress)
         return str(path)
     if mode == "w-" and path.exists():
         raise FileExistsError(f"to_zarr: {str(path)!r} exists; use mode='w' to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     with _atomic.write_aside(path) as tmp:
-        ds.to_zarr(tmp, mode="w-", encoding=_encoding(ds, compressor, encoding),
-                   zarr_format=3, consolidated=False)
+        _run(ds.to_zarr(tmp, mode="w-", encoding=_encoding(ds, compressor, encoding),
+                        zarr_format=3, consolidated=False, compute=False), progress)
     return str(path)
 
 

@@ -35,7 +35,6 @@ def lift_map(kernel, *rasters, dtype, kwargs=None, keep_attrs=True, attrs=None, 
         kernel, *rasters,
         kwargs=kwargs or {},
         dask="parallelized",
-        output_dtypes=[np.dtype(dtype)],
         dask_gufunc_kwargs={"meta": meta_like(first.data, dtype, first.ndim)},
         join="override",  # grids were checked; float noise in coords must not drop pixels
         keep_attrs=keep_attrs,
@@ -51,32 +50,47 @@ def lift_map(kernel, *rasters, dtype, kwargs=None, keep_attrs=True, attrs=None, 
     return out
 
 
-def lift_block_counts(kernel, da, *, dims, nbins: int, new_dim: str, new_coord,
-                      kwargs=None, name=None) -> xr.DataArray:
+def lift_block_counts(kernel, da, *, dims, nbins: int | None, new_dim: str | None = None,
+                      new_coord=None, kwargs=None, name=None) -> xr.DataArray:
     """Per-chunk counts over the spatial ``dims``, combined by a tree sum.
 
     ``kernel(block, **kwargs)`` takes a block whose last two axes are ``dims`` and returns
-    int64 counts of shape ``block.shape[:-2] + (nbins,)``. The result keeps the other
-    dims of ``da`` and adds ``new_dim`` (size ``nbins``) last; it is lazy for dask input.
+    int64 counts of shape ``block.shape[:-2] + (nbins,)`` (or ``block.shape[:-2]`` when
+    ``nbins`` is None). The result keeps the other dims of ``da`` and adds ``new_dim``
+    (size ``nbins``) last; it is lazy for dask input.
     """
+    import dask.array as dsa
+
     kwargs = kwargs or {}
     da = da.transpose(..., *dims)
     x = da.data
     lead = da.dims[:-2]
+    bins = () if nbins is None else (nbins,)
     if is_dask(x):
         nby, nbx = x.numblocks[-2:]
         per_block = x.map_blocks(
-            _counts_block, kernel, kwargs,
-            chunks=(*x.chunks[:-2], (1,) * nby, (1,) * nbx, (nbins,)),
-            new_axis=x.ndim, dtype=np.int64, meta=meta_like(x, np.int64, x.ndim + 1),
-        )
-        data = per_block.sum(axis=(-3, -2), dtype=np.int64)  # dask's tree reduction
+            _counts_block, kernel, kwargs, len(bins),
+            chunks=(*x.chunks[:-2], (1,) * nby, (1,) * nbx, *((b,) for b in bins)),
+            new_axis=list(range(x.ndim, x.ndim + len(bins))), dtype=np.int64,
+            meta=meta_like(x, np.int64, x.ndim + len(bins)))
+        data = dsa.reduction(  # dask's tree reduction, keeping the block type in meta
+            per_block, _sum_int64, _sum_int64, axis=(x.ndim - 2, x.ndim - 1),
+            dtype=np.int64, meta=meta_like(x, np.int64, x.ndim - 2 + len(bins)),
+            concatenate=True)
     else:
         data = kernel(x, **kwargs)
     coords = {k: v for k, v in da.coords.items() if v.dims and set(v.dims) <= set(lead)}
-    coords[new_dim] = new_coord
-    return xr.DataArray(data, dims=(*lead, new_dim), coords=coords, name=name)
+    out_dims = lead
+    if nbins is not None:
+        coords[new_dim] = new_coord
+        out_dims = (*lead, new_dim)
+    return xr.DataArray(data, dims=out_dims, coords=coords, name=name)
 
 
-def _counts_block(block, kernel, kwargs):
-    return kernel(block, **kwargs)[..., None, None, :]
+def _counts_block(block, kernel, kwargs, nbins_axes):
+    out = kernel(block, **kwargs)
+    return out[..., None, None, :] if nbins_axes else out[..., None, None]
+
+
+def _sum_int64(x, axis, keepdims):
+    return x.sum(axis=axis, keepdims=keepdims, dtype=np.int64)

@@ -189,9 +189,8 @@ def local_count(da, value, *, dims=None):
     3
     """
     dims = check_raster(da, dims, op="local_count")
-    out = lift_block_counts(count_k, da, dims=dims, nbins=1, new_dim="_count",
-                            new_coord=[value], kwargs={"value": value}, name="count")
-    return out.squeeze("_count", drop=True)
+    return lift_block_counts(count_k, da, dims=dims, nbins=None, kwargs={"value": value},
+                             name="count")
 
 
 def local_histogram(da, *, classes=None, dims=None):
@@ -371,12 +370,16 @@ def normalized_difference(a, b, *, dtype=None, dims=None):
 
 
 # --------------------------------------------------------------------------- UDFs
-def _sample(da, size):
-    """A small corner of ``da`` (spatial dims cut to ``size``), as an in-memory array."""
-    sl = {d: slice(0, size) for d in da.dims[-2:]}
-    sl.update({d: slice(0, 2) for d in da.dims[:-2]})
-    s = da.isel(sl).data
-    return s.compute() if hasattr(s, "dask") else s
+def _samples(rasters, size):
+    """Small corners of ``rasters`` (spatial dims cut to ``size``), in memory, in one compute."""
+    import dask
+
+    out = []
+    for da in rasters:
+        sl = {d: slice(0, size) for d in da.dims[-2:]}
+        sl.update({d: slice(0, 2) for d in da.dims[:-2]})
+        out.append(da.isel(sl).data)
+    return list(dask.compute(*out)) if any(hasattr(s, "dask") for s in out) else out
 
 
 def check_udf(func, *rasters, sample: int = 16, **params):
@@ -401,7 +404,7 @@ def check_udf(func, *rasters, sample: int = 16, **params):
     if not rasters:
         raise TypeError("local_apply: pass at least one raster after func")
     name = getattr(func, "__name__", repr(func))
-    blocks = [_sample(r, sample) for r in rasters]
+    blocks = _samples(rasters, sample)
     want = np.broadcast_shapes(*(b.shape for b in blocks))
     try:
         out = func(*blocks, **params)
@@ -522,7 +525,11 @@ def band_math(expr: str, /, *, dims=None, **rasters):
                 v[b == nd] = np.nan
             env[n] = v
         with np.errstate(divide="ignore", invalid="ignore"):
-            return xp.asarray(eval(code, {"__builtins__": {}}, env)).astype(out_dtype)
+            r = eval(code, {"__builtins__": {}}, env)
+        shape = np.broadcast_shapes(*(b.shape for b in blocks))
+        if not hasattr(r, "shape") or r.shape != shape:  # e.g. "2" or an unused raster
+            r = r + xp.zeros_like(blocks[0], shape=shape, dtype=out_dtype)
+        return r.astype(out_dtype, copy=False)
 
     kernel.__name__ = "band_math"
     first = rasters[names[0]]

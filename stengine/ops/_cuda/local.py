@@ -11,7 +11,12 @@ from ..._backends import array_module, launch
 
 
 def _empty(block, shape, dtype):
+    # *_like keeps the block's type: CuPy stays CuPy, simulated stays simulated
     return array_module(block).empty_like(block, shape=shape, dtype=dtype)
+
+
+def _zeros(block, shape, dtype):
+    return array_module(block).zeros_like(block, shape=shape, dtype=dtype)
 
 
 def _flat(x):
@@ -93,10 +98,10 @@ def count_equal(block, value):
     lead = block.shape[:-2]
     x = array_module(block).ascontiguousarray(block).reshape(
         -1, block.shape[-2] * block.shape[-1])
-    out = array_module(block).zeros((x.shape[0], 1), np.int64)
+    out = _zeros(block, (x.shape[0], 1), np.int64)
     v = block.dtype.type(value) if block.dtype.kind != "b" else value
     launch(_count_k, x.shape, x, v, bool(value != value), out)
-    return out.reshape(*lead, 1)
+    return out.reshape(lead)
 
 
 @cuda.jit
@@ -132,7 +137,7 @@ def histogram(block, classes, lut, offset, nodata, has_nodata):
     xp = array_module(block)
     lead = block.shape[:-2]
     x = xp.ascontiguousarray(block).reshape(-1, block.shape[-2] * block.shape[-1])
-    out = xp.zeros((x.shape[0], classes.size), np.int64)
+    out = _zeros(block, (x.shape[0], classes.size), np.int64)
     if lut is not None:
         launch(_hist_lut_k, x.shape, x, _dev(block, lut), offset, out)
     else:
@@ -144,7 +149,9 @@ def histogram(block, classes, lut, offset, nodata, has_nodata):
 
 def _pair(a, b):
     xp = array_module(a) if hasattr(a, "shape") else array_module(b)
-    a, b = xp.asarray(a), xp.asarray(b)
+    like = a if hasattr(a, "shape") else b
+    a = a if hasattr(a, "shape") else xp.asarray(a)  # asarray would drop the block subclass
+    b = b if hasattr(b, "shape") else xp.asarray(b)
     shape = np.broadcast_shapes(a.shape, b.shape)
 
     def flat(x):
@@ -154,17 +161,21 @@ def _pair(a, b):
             x = xp.broadcast_to(x, shape)
         return xp.ascontiguousarray(x).reshape(-1)
 
-    return flat(a), flat(b), shape, (a if hasattr(a, "shape") and a.size > 1 else b)
+    return flat(a), flat(b), shape, like
 
 
 @cuda.jit
-def _binary_k(a, b, op, nd_a, has_a, nd_b, has_b, nd_out, out):
+def _binary_k(a, b, op, nd_a, has_a, nd_b, has_b, nd_out, zero, out):
     i = cuda.grid(1)
     if i >= out.size:
         return
-    x = a[i if a.size > 1 else 0]
-    y = b[i if b.size > 1 else 0]
-    if (has_a and x == nd_a) or (has_b and y == nd_b):
+    x0 = a[i if a.size > 1 else 0]
+    y0 = b[i if b.size > 1 else 0]
+    # compute in the output type (zero is of it): the simulator does numpy scalar
+    # arithmetic, where uint8 + uint8 would wrap before the store
+    x = x0 + zero
+    y = y0 + zero
+    if (has_a and x0 == nd_a) or (has_b and y0 == nd_b):
         out[i] = nd_out
     elif op == 0:
         out[i] = x + y
@@ -182,7 +193,7 @@ def binary(a, b, op, nd_a, has_a, nd_b, has_b, nd_out, out_dtype):
     a_, b_, shape, like = _pair(a, b)
     out = _empty(like, shape, out_dtype)
     launch(_binary_k, out.size, a_, b_, op, float(nd_a), has_a, float(nd_b), has_b,
-           out.dtype.type(nd_out), out.reshape(-1))
+           out.dtype.type(nd_out), out.dtype.type(0), out.reshape(-1))
     return out
 
 

@@ -76,12 +76,12 @@ def _count_loop(x, value, out):
 
 
 def count_equal(block, value):
-    """Count pixels equal to ``value`` (NaN counts NaNs) per leading index: shape lead + (1,)."""
+    """Count pixels equal to ``value`` (NaN counts NaNs) per leading index: shape ``lead``."""
     lead = block.shape[:-2]
     x = np.ascontiguousarray(block).reshape(-1, block.shape[-2] * block.shape[-1])
     out = np.zeros((x.shape[0], 1), np.int64)
     _count_loop(x, block.dtype.type(value) if block.dtype.kind != "b" else value, out)
-    return out.reshape(*lead, 1)
+    return out.reshape(lead)
 
 
 @jit

@@ -1,0 +1,48 @@
+"""``python -m benchmarks``: run the side-by-side benchmarks and record them."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ._runner import REGISTRY, render, run, save
+
+FAMILIES = ["local", "focal", "zonal", "index", "cells"]
+
+
+def load(families):
+    for f in families:
+        try:
+            importlib.import_module(f"benchmarks.{f}")
+        except ModuleNotFoundError as e:
+            if e.name != f"benchmarks.{f}":
+                raise
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("--family", action="append", choices=FAMILIES,
+                   help="only these families (repeatable); default all")
+    p.add_argument("--bench", action="append", help="only benchmarks with these names")
+    p.add_argument("--size", action="append", help="only these sizes (e.g. glc, meris, nlcd)")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per case (median kept)")
+    p.add_argument("--smoke", action="store_true",
+                   help="smallest size, one run, nothing written (checks that cases still run)")
+    p.add_argument("--no-write", action="store_true", help="print only")
+    p.add_argument("--render", action="store_true", help="only re-render docs/benchmarks.md")
+    a = p.parse_args(argv)
+    if a.render:
+        render()
+        return 0
+    families = a.family or FAMILIES
+    load(families)
+    benches = [b for b in REGISTRY if b.family in families and (not a.bench or b.name in a.bench)]
+    results = run(benches, sizes=a.size, repeat=a.repeat, smoke=a.smoke)
+    if not (a.smoke or a.no_write):
+        save(results, "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

