@@ -66,6 +66,16 @@ class Grid:
         object.__setattr__(self, "transform", Affine(*tuple(self.transform)[:6]))
         object.__setattr__(self, "shape", (int(self.shape[0]), int(self.shape[1])))
 
+    def __repr__(self):
+        if self.crs is None:
+            crs = "None"
+        else:
+            epsg = self.crs.to_epsg(min_confidence=90)
+            crs = f"EPSG:{epsg}" if epsg else repr(self.crs.name)
+        b = ", ".join(f"{v:.6g}" for v in self.bounds)
+        return (f"Grid(crs={crs}, shape={self.shape}, res={tuple(round(r, 12) for r in self.res)}, "
+                f"bounds=({b}))")
+
     def __hash__(self):
         return hash((self.crs.to_wkt() if self.crs else None, tuple(self.transform), self.shape))
 
@@ -133,7 +143,7 @@ class Grid:
         """The sub-grid of rows ``rows`` and columns ``cols`` (e.g. one chunk)."""
         r0, r1, _ = rows.indices(self.shape[0])
         c0, c1, _ = cols.indices(self.shape[1])
-        return Grid(self.crs, self.transform * Affine.translation(c0, r0), (r1 - r0, c1 - c0))
+        return Grid(self.crs, self.transform @ Affine.translation(c0, r0), (r1 - r0, c1 - c0))
 
     # comparisons ----------------------------------------------------------
     def differences(self, other: Grid) -> list[str]:

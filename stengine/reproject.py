@@ -14,7 +14,8 @@ __all__ = ["reproject_match", "align"]
 _RESAMPLING = ("nearest", "bilinear", "cubic", "average", "mode", "min", "max", "med", "sum")
 
 
-def _warp(src, src_grid: Grid, dst_grid: Grid, resampling: str, src_nodata, dst_nodata, dtype):
+def _warp(src, src_grid: Grid, dst_grid: Grid, resampling: str, src_nodata, dst_nodata, dtype,
+          scale):
     from rasterio.enums import Resampling
     from rasterio.warp import reproject
 
@@ -25,7 +26,8 @@ def _warp(src, src_grid: Grid, dst_grid: Grid, resampling: str, src_nodata, dst_
         reproject(src3, out, src_transform=src_grid.transform, src_crs=src_grid.crs,
                   dst_transform=dst_grid.transform, dst_crs=dst_grid.crs,
                   src_nodata=src_nodata, dst_nodata=dst_nodata,
-                  resampling=getattr(Resampling, resampling))
+                  resampling=getattr(Resampling, resampling), tolerance=0.0,
+                  XSCALE=scale[0], YSCALE=scale[1])
     return out.reshape(*lead, *dst_grid.shape)
 
 
@@ -37,7 +39,7 @@ def _src_window(src_grid: Grid, dst_grid: Grid, pad: int = 2):
     if src_grid.crs is not None and dst_grid.crs is not None and src_grid.crs != dst_grid.crs:
         b = transform_bounds(dst_grid.crs, src_grid.crs, *b, densify_pts=21)
     inv = ~src_grid.transform
-    cols, rows = zip(*(inv * (x, y) for x in (b[0], b[2]) for y in (b[1], b[3])), strict=True)
+    cols, rows = zip(*(inv @ (x, y) for x in (b[0], b[2]) for y in (b[1], b[3])), strict=True)
     r0 = max(0, int(np.floor(min(rows))) - pad)
     r1 = min(src_grid.shape[0], int(np.ceil(max(rows))) + pad)
     c0 = max(0, int(np.floor(min(cols))) - pad)
@@ -77,16 +79,23 @@ def reproject_match(da, like, *, resampling: str = "nearest", nodata=None):
     if src_grid.crs is None or dst_grid.crs is None:
         raise ValueError("reproject_match: both rasters need a CRS (spatial_ref); "
                          f"da has {src_grid.crs}, like has {dst_grid.crs}")
-    da = da.transpose(..., "y", "x")
     if src_grid == dst_grid:
         return da
+    if da.dims[-2:] != ("y", "x"):
+        da = da.transpose(..., "y", "x")
     src_nd = da.attrs.get("nodata", np.nan if da.dtype.kind == "f" else None)
     dst_nd = nodata if nodata is not None else (src_nd if src_nd is not None else (
         np.nan if da.dtype.kind == "f" else 0))
     dtype = da.dtype
     lead_shape = da.shape[:-2]
+    # GDAL widens resampling kernels by the dst/src scale it computes per warp call; fix it
+    # from the whole grids so every chunk resamples exactly as one big warp would
+    full = _src_window(src_grid, dst_grid, pad=0)
+    scale = (1.0, 1.0) if full is None else (
+        min(1.0, dst_grid.shape[1] / (full[1].stop - full[1].start)),
+        min(1.0, dst_grid.shape[0] / (full[0].stop - full[0].start)))
     if not is_dask(da.data):
-        data = _warp(da.data, src_grid, dst_grid, resampling, src_nd, dst_nd, dtype)
+        data = _warp(da.data, src_grid, dst_grid, resampling, src_nd, dst_nd, dtype, scale)
     else:
         if isinstance(like, xr.DataArray) and is_dask(like.data):
             ych, xch = like.data.chunks[-2:]
@@ -109,7 +118,8 @@ def reproject_match(da, like, *, resampling: str = "nearest", nodata=None):
                 else:
                     part = src[(..., *win)]
                     blk = dask.delayed(_warp, pure=True)(
-                        part, src_grid.window(*win), sub, resampling, src_nd, dst_nd, dtype)
+                        part, src_grid.window(*win), sub, resampling, src_nd, dst_nd, dtype,
+                        scale)
                     block = dsa.from_delayed(blk, shape, dtype=dtype,
                                              meta=np.empty((0,) * len(shape), dtype))
                 row.append(block)

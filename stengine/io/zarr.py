@@ -48,6 +48,22 @@ def _as_dataset(obj) -> tuple[xr.Dataset, str | None]:
     raise TypeError(f"to_zarr: obj must be an xarray DataArray or Dataset; got {type(obj).__name__}")
 
 
+def _mark_grid_mapping(ds: xr.Dataset) -> xr.Dataset:
+    """CF ``grid_mapping`` on every variable that has the raster's spatial_ref (encodings
+    are easily lost along a pipeline; without it ``spatial_ref`` would not reopen as a
+    coordinate)."""
+    from ..cube import SPATIAL_REF
+
+    if SPATIAL_REF in ds.coords:
+        ds = ds.copy()
+        for v in ds.data_vars.values():
+            if v.ndim >= 2:
+                # as an attribute: an explicit to_zarr encoding= would drop it from .encoding
+                v.encoding.pop("grid_mapping", None)
+                v.attrs["grid_mapping"] = SPATIAL_REF
+    return ds
+
+
 def _regular_chunks(ds: xr.Dataset, chunks) -> xr.Dataset:
     """Chunk ``ds`` so each data variable has regular chunks (Zarr needs them)."""
     if chunks is not None:
@@ -75,9 +91,13 @@ def _encoding(ds: xr.Dataset, compressor, encoding):
         e.update((encoding or {}).get(name, {}))
         enc[name] = e
     for name, v in ds.coords.items():
-        if v.dtype.kind == "M" and name not in enc:
+        if name in enc:
+            continue
+        # coords have no missing values: no _FillValue, which would reappear as an attr
+        enc[name] = {"_FillValue": None}
+        if v.dtype.kind == "M":
             # ns since the epoch: exact round trip, and appends cannot shift the units
-            enc[name] = {"units": "nanoseconds since 1970-01-01", "dtype": "int64"}
+            enc[name].update(units="nanoseconds since 1970-01-01", dtype="int64")
     return enc
 
 
@@ -171,7 +191,7 @@ def to_zarr(obj, store, *, mode: str = "w", append_dim: str | None = None, chunk
     if not compute:
         raise ValueError("to_zarr: compute=False is not supported; writes commit atomically")
     ds, _ = _as_dataset(obj)
-    ds = _regular_chunks(ds, chunks)
+    ds = _mark_grid_mapping(_regular_chunks(ds, chunks))
     if not _is_local(store):
         kw = dict(mode=mode, zarr_format=3, consolidated=False)
         if mode == "a":
@@ -190,8 +210,9 @@ def to_zarr(obj, store, *, mode: str = "w", append_dim: str | None = None, chunk
                              f"{tuple(ds.dims)}")
         files, beyond = _append_journal_files(path, append_dim)
         with _atomic.journal(path, files, beyond):
+            # align_chunks: new data must first fill the store's partial last chunk
             _run(ds.to_zarr(path, mode="a", append_dim=append_dim, zarr_format=3,
-                            consolidated=False, compute=False), progress)
+                            consolidated=False, compute=False, align_chunks=True), progress)
         return str(path)
     if mode == "w-" and path.exists():
         raise FileExistsError(f"to_zarr: {str(path)!r} exists; use mode='w' to replace it")
@@ -226,7 +247,12 @@ def open_cube(store, *, chunks="auto", variable: str | None = None):
         if not (path / "zarr.json").exists() and not (path / ".zgroup").exists():
             raise StoreNotFoundError(f"open_cube: no Zarr store at {str(path)!r}")
     ds = xr.open_zarr(store, chunks={} if chunks == "auto" else chunks, consolidated=False,
-                      decode_cf=True, mask_and_scale=False)
+                      decode_cf=True, mask_and_scale=False, decode_coords="all")
+    for v in ds.variables.values():
+        # Zarr's fill_value is storage detail here: stengine's missing data is NaN or
+        # attrs["nodata"], so keep it out of attrs
+        if "_FillValue" in v.attrs:
+            v.encoding["_FillValue"] = v.attrs.pop("_FillValue")
     name = variable or ds.attrs.get(_DA_NAME)
     if name is None:
         return ds

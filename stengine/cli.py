@@ -1,0 +1,47 @@
+"""The ``stengine`` command: ``demo`` (the main job) and ``info``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _info() -> int:
+    import importlib.metadata as md
+    import os
+
+    from . import datasets
+    from ._backends import gpu_available
+
+    print(f"stengine {md.version('stengine')} on Python {sys.version.split()[0]}")
+    for pkg in ("numpy", "numba", "dask", "distributed", "xarray", "zarr", "rasterio",
+                "geopandas", "shapely", "pyproj", "h3", "cupy", "dask-cuda", "torch"):
+        try:
+            print(f"  {pkg:<12} {md.version(pkg)}")
+        except md.PackageNotFoundError:
+            print(f"  {pkg:<12} -")
+    print(f"cores: {len(os.sched_getaffinity(0))}; GPU: {'yes' if gpu_available() else 'no'}")
+    print(f"data cache: {datasets.cache_dir()}")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="stengine", description="Dask-based spatiotemporal engine")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="run the end-to-end demo on an embedded local cluster")
+    d.add_argument("--out", default="stengine-demo", help="output folder (default %(default)s)")
+    d.add_argument("--quick", action="store_true", help="smaller regions, for a fast check")
+    d.add_argument("--steps", help="comma-separated subset of: local,focal,zonal,cells,htmst")
+    d.add_argument("--scheduler", help="tcp://host:port of an existing scheduler")
+    sub.add_parser("info", help="versions, devices and the data cache")
+    a = p.parse_args(argv)
+    if a.cmd == "info":
+        return _info()
+    from ._demo import main as demo
+
+    return demo(a.out, quick=a.quick, steps=a.steps.split(",") if a.steps else None,
+                address=a.scheduler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
