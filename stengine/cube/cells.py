@@ -48,7 +48,7 @@ __all__ = [
 
 CELL_DIM = "cells"
 CELL_IDS = "cell_ids"
-GRIDS = {"h3": 15, "htm": 24}  # grid name → finest level
+GRIDS = {"h3": 15, "htm": 29}  # grid name → finest level
 _LAYOUT = "stengine-cells-v1"
 
 
@@ -76,7 +76,7 @@ def make_cell_cube(data, cell_ids, *, grid: str, level: int, dims=None, coords=N
     cell_ids : array-like of uint64
         One id per cell along the cells axis; unique.
     grid, level : str, int
-        ``"h3"`` (levels 0..15) or ``"htm"`` (0..24), and the cells' level.
+        ``"h3"`` (levels 0..15) or ``"htm"`` (0..29), and the cells' level.
     dims : sequence of str, optional
         Default ``("cells",)``, ``("time", "cells")`` by ndim; must include ``"cells"``.
     chunk_level : int, optional
@@ -320,9 +320,9 @@ def open_cells(store) -> xr.DataArray:
     """
     import dask.array as dsa
 
-    from ..io.zarr import open_cube
+    from ..io.zarr import open_dataset
 
-    ds = open_cube(store)
+    ds = open_dataset(store)
     if not isinstance(ds, xr.Dataset) or ds.attrs.get("stengine_layout") != _LAYOUT:
         raise ValueError(f"open_cells: {store!r} is not a cell cube store (written by "
                          "stengine.cube.cells.to_zarr_cells)")

@@ -114,10 +114,14 @@ def _normalize(i, j, k):
     return i, j, k
 
 
+# lround(n / 7) for |n| < 2**40 (no ties: n / 7 is never a half-integer), as an unsigned
+# floor division by the constant 14 (a multiply and a shift) after an offset making it >= 0
+_R7_OFFSET = 14 * (1 << 40)
+
+
 @jit
 def _round7(n):
-    # lround(n / 7.0): n / 7 is never within 1/14 of a half-integer, so float rounding is exact
-    return np.int64(math.floor((n + 3.5) * 0.14285714285714285))
+    return np.int64(np.uint64(2 * n + 7 + _R7_OFFSET) // np.uint64(14)) - (1 << 40)
 
 
 @jit
@@ -407,14 +411,28 @@ def fijk_to_cell(face, i, j, k, res):
     rots = FACE_IJK_BC[face, i, j, k, 1]
     h = h | (np.int64(bc) << 45)
     if IS_PENTAGON[bc]:
-        if leading_nonzero_digit(h) == 1:
+        # H3 turns a pentagon's digits one 60° step at a time, and once more whenever the
+        # leading non-zero digit lands on the deleted k-axis (1); the leading digit decides
+        # every step, so count the steps on it and turn all digits once.
+        d = leading_nonzero_digit(h)
+        if d == 0:
+            return h
+        n = 0
+        if d == 1:
             if BASE_CELL_DATA[bc, 5] == face or BASE_CELL_DATA[bc, 6] == face:
-                h = rotate60cw(h)
+                d = ROT_CW[d]
+                n = 5
             else:
-                h = rotate60ccw(h)
+                d = ROT_CCW[d]
+                n = 1
         for _ in range(rots):
-            h = rotate_pent60ccw(h)
-    elif rots:
+            d = ROT_CCW[d]
+            n += 1
+            if d == 1:
+                d = ROT_CCW[d]
+                n += 1
+        rots = n % 6
+    if rots:
         for r in range(1, res + 1):
             h = set_digit(h, r, ROT_CCW_N[rots, get_digit(h, r)])
     return h

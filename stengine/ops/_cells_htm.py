@@ -21,7 +21,11 @@ def _unit(v):
 
 
 def trixel_vertices(ids, level: int) -> np.ndarray:
-    """``(n, 3, 3)`` unit vectors (v0, v1, v2) of HTM trixels at ``level``."""
+    """``(n, 3, 3)`` unit vectors (v0, v1, v2) of HTM trixels at ``level``.
+
+    The subdivision is recomputed here (numpy, one level at a time for all ids), which is
+    what :func:`stengine.index.htm.vertices` does per id; the tests check they agree.
+    """
     ids = np.asarray(ids, np.uint64)
     face = (ids >> np.uint64(2 * level)).astype(np.int64)
     if ids.size and (face.min() < 8 or face.max() > 15):

@@ -34,8 +34,7 @@ class LonLatFrame:
 
     def block_lonlat(self, rows: slice, cols: slice):
         """(lon, lat): 1-D (lon/lat grids) or 2-D arrays of the block's pixel centres."""
-        g = self.grid.window(rows, cols)
-        x, y = g.xs(), g.ys()
+        x, y = self.grid.xs()[cols], self.grid.ys()[rows]
         if self.is_lonlat:
             return x, y
         from pyproj import Transformer

@@ -48,18 +48,15 @@ def _from_mask(mask, grid, level, dims):
         from pyproj import Transformer
 
         x, y = Transformer.from_crs("EPSG:4326", frame.crs_wkt, always_xy=True).transform(lon, lat)
-    inv = ~g.transform
-    col, row = inv * (np.asarray(x), np.asarray(y))
-    col = np.floor(col).astype(np.int64)
-    row = np.floor(row).astype(np.int64)
+    t = g.transform  # north-up (checked by lonlat_frame)
+    col = np.floor((np.asarray(x) - t.c) / t.a).astype(np.int64)
+    row = np.floor((np.asarray(y) - t.f) / t.e).astype(np.int64)
     if frame.is_lonlat:
         # a global grid may run 0..360 or -180..180: try the centre's other longitude
-        width = g.transform.a * g.shape[1]
         for shift in (360.0, -360.0):
             off = (col < 0) | (col >= g.shape[1])
-            if off.any() and width > 0:
-                c2 = np.floor(((inv * (np.asarray(x) + shift, np.asarray(y)))[0])).astype(
-                    np.int64)
+            if off.any():
+                c2 = np.floor((np.asarray(x) + shift - t.c) / t.a).astype(np.int64)
                 col = np.where(off, c2, col)
     inside = (row >= 0) & (row < g.shape[0]) & (col >= 0) & (col < g.shape[1])
     m = mask.transpose(ydim, xdim)

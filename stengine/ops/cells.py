@@ -25,8 +25,15 @@ import xarray as xr
 
 from .._backends import is_dask
 from ..cube import check_raster, get_grid
-from ..cube.cells import (CELL_DIM, CELL_IDS, check_cell_cube, check_grid_level,
-                          chunk_by_parent, default_chunk_level, make_cell_cube)
+from ..cube.cells import (
+    CELL_DIM,
+    CELL_IDS,
+    check_cell_cube,
+    check_grid_level,
+    chunk_by_parent,
+    default_chunk_level,
+    make_cell_cube,
+)
 from ..errors import BackendNotSupported, ChunkError, DimensionError
 from . import _cells_lift as cl
 from ._numba import cells as _k
@@ -70,7 +77,7 @@ def to_cells(da, grid: str = "h3", *, level: int, stat: str = "mean", classes=No
         (EPSG:4326 or no CRS with lon/lat coordinates) or projected with a CRS (pixel
         centres are transformed with pyproj, slower).
     grid : {"h3", "htm"}
-        Cell grid; ``level`` is its resolution (H3 0..15, HTM 0..24).
+        Cell grid; ``level`` is its resolution (H3 0..15, HTM 0..29).
     stat : {"mean", "sum", "min", "max", "count", "mode", "fractions"}
         Per cell and leading step. ``count`` counts valid pixels; ``mode`` is the majority
         class (ties: the smallest class); ``fractions`` adds a ``class`` dim with the share
@@ -420,33 +427,40 @@ def _rings(ids, grid, level, k):
     return htm_rings(ids, level, k)
 
 
-def _focal_block(local, nbr_local, code, skipna):
+def _focal_chunk(pieces, nbr_local, code, skipna):
+    local = np.concatenate([np.asarray(p, np.float64) for p in pieces], axis=-1)
     lead = local.shape[:-1]
-    v = np.asarray(local, np.float64).reshape(-1, local.shape[-1])
+    v = local.reshape(-1, local.shape[-1])
     return _k.focal(v, nbr_local, code, skipna).reshape(*lead, nbr_local.shape[0])
 
 
 def _focal_dask(x, nbr, code, skipna):
+    """One task per chunk: its block plus a halo taken from the chunks owning ring cells."""
     import dask.array as dsa
+    from dask import delayed
 
     x = x.rechunk({i: -1 for i in range(x.ndim - 1)})
+    blocks = x.to_delayed().reshape(-1)
     bounds = np.r_[0, np.cumsum(x.chunks[-1])]
     outs = []
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
         rows = nbr[a:b]
         used = np.unique(rows[rows >= 0])
         halo = used[(used < a) | (used >= b)]
-        local_pos = np.r_[np.arange(a, b), halo]
+        owner = np.searchsorted(bounds, halo, side="right") - 1
+        pieces = [blocks[i]]
+        local_pos = [np.arange(a, b)]
+        for j in np.unique(owner):
+            idx = halo[owner == j]
+            pieces.append(delayed(np.take, pure=True)(blocks[j], idx - bounds[j], axis=-1))
+            local_pos.append(idx)
+        local_pos = np.concatenate(local_pos)
         order = np.argsort(local_pos)
         remap = np.full(rows.shape, -1, np.int64)
         ok = rows >= 0
         remap[ok] = order[np.searchsorted(local_pos[order], rows[ok])]
-        parts = [x[..., a:b]]
-        if halo.size:
-            parts.append(x[..., halo])  # fancy indexing reads only the chunks holding them
-        local = dsa.concatenate(parts, axis=-1).rechunk({x.ndim - 1: -1})
-        outs.append(local.map_blocks(_focal_block, remap, code, skipna,
-                                     chunks=x.chunks[:-1] + ((b - a,),), dtype=np.float64))
+        out = delayed(_focal_chunk, pure=True)(pieces, remap, code, skipna)
+        outs.append(dsa.from_delayed(out, (*x.shape[:-1], int(b - a)), dtype=np.float64))
     return dsa.concatenate(outs, axis=-1) if outs else x.astype(np.float64)
 
 
@@ -518,8 +532,8 @@ def cells_to_raster(cube, like, *, fill=None, dims=("y", "x")):
     ids = src[CELL_IDS].values
     if fill is None:
         fill = cube.attrs.get("nodata", 0) if src.dtype.kind in "iub" else np.nan
-    out_dtype = np.result_type(src.dtype, np.min_scalar_type(fill)) \
-        if src.dtype.kind in "iub" else np.float64
+    out_dtype = np.dtype(np.result_type(src.dtype, np.min_scalar_type(fill))
+                         if src.dtype.kind in "iub" else np.float64)
 
     def paint(values, rows, cols):
         lon, lat = frame.block_lonlat(rows, cols)

@@ -1,0 +1,172 @@
+"""stengine.index.h3 against the h3 package: ids, centres, hierarchy, validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from h3.api import basic_int as h3i
+
+from stengine.errors import IndexRangeError
+from stengine.index import _h3_arrays, _h3_core
+from stengine.index import h3 as sth3
+
+from .reference import h3_cells
+
+
+def _sphere(n, seed):
+    rng = np.random.default_rng(seed)
+    lat = np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+    lon = rng.uniform(-180, 180, n)
+    return lon, lat
+
+
+def _special_points():
+    """Poles, the antimeridian, pentagon centres, face centres and icosahedron edges."""
+    pts = [(0.0, 90.0), (0.0, -90.0), (180.0, 0.0), (-180.0, 0.0), (180.0, 45.0),
+           (-180.0, -45.0), (179.9999999, 10.0), (-179.9999999, 10.0), (0.0, 0.0),
+           (360.0, 10.0), (-360.0, -10.0), (540.0, 5.0)]
+    rng = np.random.default_rng(7)
+    pent = [h3i.cell_to_latlng(c) for c in h3i.get_pentagons(0)]
+    for la, lo in pent:
+        for eps in (0.0, 1e-9, 1e-5, 1e-2, 0.5):
+            d = rng.normal(size=(4, 2)) * eps
+            pts += [(lo + a, la + b) for a, b in d]
+    c = _h3_core.FACE_CENTER
+    for f in range(20):  # face centres (the acos / 1/sqd corner of H3's maths) and edges
+        for eps in (0.0, 1e-12, 1e-8, 1e-4):
+            p = c[f] + rng.normal(size=3) * eps
+            p /= np.linalg.norm(p)
+            pts.append((np.degrees(np.arctan2(p[1], p[0])), np.degrees(np.arcsin(p[2]))))
+        for q in (1, 2, 3):
+            g = _h3_core.FACE_NEIGHBORS[f, q, 0]
+            for t in np.linspace(0.05, 0.95, 7):
+                m = t * c[f] + (1 - t) * c[g]
+                m /= np.linalg.norm(m)
+                for eps in (0.0, 1e-13, 1e-9):
+                    p = m + rng.normal(size=3) * eps
+                    p /= np.linalg.norm(p)
+                    pts.append((np.degrees(np.arctan2(p[1], p[0])),
+                                np.degrees(np.arcsin(np.clip(p[2], -1, 1)))))
+    lon, lat = np.array(pts).T
+    return lon, np.clip(lat, -90, 90)
+
+
+@pytest.mark.parametrize("level", range(16))
+def test_lonlat_to_cell_equals_h3_random(level):
+    lon, lat = _sphere(6000, level)
+    assert np.array_equal(sth3.lonlat_to_cell(lon, lat, level), h3_cells(lon, lat, level))
+
+
+@pytest.mark.parametrize("level", [0, 1, 2, 3, 5, 6, 9, 12, 15])
+def test_lonlat_to_cell_equals_h3_special(level):
+    lon, lat = _special_points()
+    assert np.array_equal(sth3.lonlat_to_cell(lon, lat, level), h3_cells(lon, lat, level))
+
+
+@pytest.mark.parametrize("level", [1, 4, 5, 6, 8])
+def test_grid_to_cells_equals_h3_on_pixel_centres(level):
+    # a 30" grid window over an icosahedron vertex (pentagon) and a global coarse grid
+    lon = 10.5 + (np.arange(150) + 0.5) / 120
+    lat = 64.9 - (np.arange(110) + 0.5) / 120
+    lon2 = -180 + (np.arange(120) + 0.5) * 3
+    lat2 = 90 - (np.arange(60) + 0.5) * 3
+    for lo, la in ((lon, lat), (lon2, lat2)):
+        got = sth3.grid_to_cells(lo, la, level)
+        X, Y = np.meshgrid(lo, la)
+        assert np.array_equal(got, h3_cells(X, Y, level))
+        assert np.array_equal(got, sth3.lonlat_to_cell(X, Y, level))
+
+
+def test_fast_path_within_tolerance_of_exact_path():
+    """The trig-free hex2d agrees with H3's trigonometric one far inside the fallback margin."""
+    lon, lat = _sphere(20000, 99)
+    la, lo = np.radians(lat), np.radians(lon)
+    p = np.c_[np.cos(lo) * np.cos(la), np.sin(lo) * np.cos(la), np.sin(la)]
+    worst = 0.0
+    for res in (0, 5, 10, 15):
+        ax = _h3_arrays.axes(res)
+        for x in p[::7]:
+            face, sqd = _h3_core._closest_face(*x)
+            d = x @ _h3_core.FACE_CENTER[face]
+            fx, fy = (x @ ax[face, 0]) / d, (x @ ax[face, 1]) / d
+            ex, ey = _h3_core._hex2d_exact(x[0], x[1], x[2], face, sqd, res)
+            tol = (abs(fx) + abs(fy) + 1.0) * (4e-14 + 4e-15 / sqd)
+            worst = max(worst, max(abs(fx - ex), abs(fy - ey)) / tol)
+    assert worst < 0.1
+
+
+def test_cell_to_lonlat_equals_h3():
+    cells = np.concatenate([sth3.all_cells(2), sth3.lonlat_to_cell(*_sphere(3000, 3), 9),
+                            sth3.lonlat_to_cell(*_sphere(3000, 4), 15),
+                            np.array(h3i.get_pentagons(11), np.uint64)])
+    lon, lat = sth3.cell_to_lonlat(cells)
+    ref = np.array([h3i.cell_to_latlng(int(c)) for c in cells])
+    assert np.array_equal(lat, ref[:, 0])
+    assert np.array_equal(lon, ref[:, 1])
+
+
+@pytest.mark.parametrize("level", [0, 1, 3])
+def test_all_cells_and_children_equal_h3(level):
+    ref = sorted(c for b in h3i.get_res0_cells() for c in h3i.cell_to_children(b, level))
+    assert sth3.all_cells(level).tolist() == ref
+    pent = np.array(h3i.get_pentagons(1), np.uint64)
+    kids = sth3.cell_to_children(pent, 3)
+    assert kids.tolist() == sorted(c for p in pent.tolist() for c in h3i.cell_to_children(p, 3))
+
+
+def test_parent_valid_pentagon_level():
+    cells = sth3.lonlat_to_cell(*_sphere(2000, 5), 9)
+    cells = np.concatenate([cells, np.array(h3i.get_pentagons(9), np.uint64)])
+    for lv in (0, 4, 9):
+        assert sth3.cell_to_parent(cells, lv).tolist() == [
+            h3i.cell_to_parent(int(c), lv) for c in cells]
+    assert sth3.is_valid(cells).all()
+    assert sth3.is_pentagon(cells).tolist() == [h3i.is_pentagon(int(c)) for c in cells]
+    assert (sth3.cell_level(cells) == 9).all()
+    bad = np.array([0, 1, cells[0] | np.uint64(1 << 63), int(h3i.get_pentagons(2)[0]) + (1 << 39)],
+                   np.uint64)
+    assert sth3.is_valid(bad).tolist() == [h3i.is_valid_cell(int(b)) for b in bad]
+
+
+def test_grid_disk_padding_and_pentagons():
+    hexa = sth3.lonlat_to_cell(10.0, 50.0, 5)
+    pent = np.uint64(h3i.get_pentagons(5)[0])
+    d = sth3.grid_disk(np.array([hexa, pent]), 2)
+    assert d.shape == (2, 19)
+    assert set(d[0].tolist()) == set(h3i.grid_disk(int(hexa), 2))
+    assert set(d[1][d[1] != 0].tolist()) == set(h3i.grid_disk(int(pent), 2))
+    assert (d[1] == 0).sum() == 19 - len(h3i.grid_disk(int(pent), 2))
+
+
+def test_cells_in_bbox_equals_brute_force():
+    allc = sth3.all_cells(3)
+    lon, lat = sth3.cell_to_lonlat(allc)
+    for bbox in [(-10, 35, 30, 60), (100, -50, 179, 80), (-180, -90, 180, 90), (-5, 80, 40, 90)]:
+        w, s, e, n = bbox
+        ref = allc[(lon >= w) & (lon <= e) & (lat >= s) & (lat <= n)]
+        assert np.array_equal(sth3.cells_in_bbox(bbox, 3), ref)
+
+
+def test_boundary_matches_h3():
+    c = sth3.lonlat_to_cell(np.array([2.0, 170.0]), np.array([48.0, -20.0]), 4)
+    b = sth3.cell_to_boundary(np.concatenate([c, np.array(h3i.get_pentagons(4)[3:4], np.uint64)]))
+    ref = h3i.cell_to_boundary(int(c[0]))
+    assert np.allclose(b[0, :6, ::-1], ref) and np.isnan(b[0, 6:]).all()
+    assert np.isfinite(b[2, :, 0]).sum() >= 5
+
+
+@pytest.mark.parametrize("level", [-1, 16])
+def test_bad_level(level):
+    with pytest.raises(IndexRangeError, match="0..15"):
+        sth3.lonlat_to_cell(0.0, 0.0, level)
+
+
+def test_bad_coordinates():
+    with pytest.raises(IndexRangeError, match="swapped"):
+        sth3.lonlat_to_cell(10.0, 95.0, 3)
+    with pytest.raises(IndexRangeError, match="finite"):
+        sth3.lonlat_to_cell(np.nan, 0.0, 3)
+    with pytest.raises(TypeError, match="integer"):
+        sth3.lonlat_to_cell(0.0, 0.0, 2.5)
+    with pytest.raises(IndexRangeError, match="not a valid"):
+        sth3.cell_to_lonlat(np.array([12345], np.uint64))
