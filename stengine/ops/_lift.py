@@ -94,3 +94,276 @@ def _counts_block(block, kernel, kwargs, nbins_axes):
 
 def _sum_int64(x, axis, keepdims):
     return x.sum(axis=axis, keepdims=keepdims, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- focal
+# Raster-edge rules of focal ops: what a window sees beyond the raster's edge.
+FOCAL_BOUNDARIES = ("nan", "nearest", "reflect", "wrap")
+
+
+def _edge_source(idx, n, rule):
+    """Source index of padded positions ``idx`` (all outside ``[0, n)`` on one side)."""
+    if rule == "nearest":
+        return np.clip(idx, 0, n - 1)
+    if rule == "reflect":  # mirror including the edge cell: c b a | a b c (scipy's 'reflect')
+        return np.where(idx < 0, -idx - 1, 2 * n - 1 - idx)
+    return idx % n  # wrap
+
+
+def _axis_plan(chunks, h, rule):
+    """Per block of one axis: ``(segments, (v0, v1), padded_len)``.
+
+    A segment ``(d0, d1, block, src)`` copies ``block[src]`` into padded positions
+    ``[d0, d1)``; ``block == -1`` marks positions beyond the raster edge under the
+    ``"nan"`` rule (left unfilled; the kernel treats ``[v0, v1)`` as the only valid
+    range). Sources may be any block, not only neighbours, so chunks smaller than the
+    halo, irregular chunks and ``wrap`` across the whole axis need no rechunking.
+    """
+    bounds = np.cumsum((0, *chunks))
+    n = int(bounds[-1])
+    plans = []
+    for b in range(len(chunks)):
+        start, stop = int(bounds[b]), int(bounds[b + 1])
+        plen = stop - start + 2 * h
+        pos = np.arange(plen)
+        idx = pos + start - h
+        segs = []
+        v0, v1 = 0, plen
+        inside = (idx >= 0) & (idx < n)
+        for region, step in ((idx < 0, None), (inside, 1), (idx >= n, None)):
+            p = pos[region]
+            if p.size == 0:
+                continue
+            if step is None and rule == "nan":
+                segs.append((int(p[0]), int(p[-1]) + 1, -1, None))
+                if p[0] == 0:
+                    v0 = int(p[-1]) + 1
+                else:
+                    v1 = int(p[0])
+                continue
+            src = idx[region] if step == 1 else _edge_source(idx[region], n, rule)
+            step = 1 if src.size == 1 else int(src[1] - src[0])  # +1, -1 or 0 (nearest)
+            blk = np.searchsorted(bounds, src, side="right") - 1
+            cuts = [0, *(np.flatnonzero(np.diff(blk)) + 1), src.size]
+            for a, z in zip(cuts[:-1], cuts[1:], strict=True):
+                s0 = int(src[a] - bounds[blk[a]])
+                ln = z - a
+                if step == 1:
+                    sl = slice(s0, s0 + ln)
+                elif step == -1:
+                    sl = slice(s0, s0 - ln if s0 - ln >= 0 else None, -1)
+                else:  # nearest: one source cell, broadcast over the run
+                    sl = slice(s0, s0 + 1)
+                segs.append((int(p[a]), int(p[a]) + ln, int(blk[a]), sl))
+        plans.append((segs, (v0, v1), plen))
+    return plans
+
+
+def _focal_block(blocks, copies, fills, pshape, dtype, kernel, valid, shape4, out_shape, kw):
+    """Assemble one padded block from its sources, run the kernel, shape the result."""
+    first = blocks[0]
+    xp = array_module(first)
+    padded = xp.empty(pshape, dtype=dtype)
+    if type(padded) is not type(first) and isinstance(first, np.ndarray):
+        padded = padded.view(type(first))  # keep simulated device arrays simulated
+    for dst in fills:  # cells beyond the raster edge ("nan" rule): defined, never read as valid
+        padded[dst] = 0
+    for dst, k, src in copies:
+        padded[dst] = blocks[k][src]
+    out = kernel(padded.reshape(shape4), valid, **kw)
+    return out.reshape(out_shape)
+
+
+def check_boundary(boundary, dims, *, op: str) -> dict:
+    """``boundary`` (a rule, or ``{dim: rule}``; missing dims get ``"nan"``) as ``{dim: rule}``."""
+    if isinstance(boundary, str):
+        rules = dict.fromkeys(dims, boundary)
+    elif isinstance(boundary, dict):
+        extra = [d for d in boundary if d not in dims]
+        if extra:
+            raise ValueError(f"{op}: boundary names dims {extra} that the window does not span; "
+                             f"window dims are {tuple(dims)}")
+        rules = {d: boundary.get(d, "nan") for d in dims}
+    else:
+        raise TypeError(f"{op}: boundary must be one of {FOCAL_BOUNDARIES} or a dict "
+                        f"{{dim: rule}}; got {boundary!r}")
+    for d, r in rules.items():
+        if r not in FOCAL_BOUNDARIES:
+            raise ValueError(f"{op}: boundary for {d!r} must be one of {FOCAL_BOUNDARIES}; "
+                             f"got {r!r}")
+    return rules
+
+
+def lift_focal(kernel, da, window, *, dims, boundary, op: str, dtype, time_dim=None,
+               kwargs=None, block_kwargs=None, attrs=None, name=None) -> xr.DataArray:
+    """Run a focal ``kernel`` over ``da`` with halos taken from ``window``.
+
+    ``dims`` are the spatial ``(y, x)`` dims; ``time_dim`` is the dim of the window's
+    time axis (required when ``window.has_time``). The kernel is called per padded
+    block as ``kernel(block4, valid, **kwargs, **block_kwargs(ranges))`` where
+    ``block4`` has shape ``(lead, t + 2·ht, y + 2·hy, x + 2·hx)`` (``lead``: all other
+    dims flattened; ``t`` is 1 for spatial windows), ``valid = (t0, t1, y0, y1, x0, x1)``
+    bounds the cells inside the raster (cells beyond it under the ``"nan"`` rule hold
+    garbage), and it returns the unpadded ``(lead, t, y, x)`` result of ``dtype``.
+    ``block_kwargs(ranges)`` (optional) gets the block's global ``{dim: (start, stop)}``
+    along the window dims, e.g. for latitude-dependent cell sizes.
+
+    Dask input: one task per output chunk, reading only the source chunks its halo
+    touches (neighbours, or further chunks when chunks are smaller than the halo, or
+    the far edge under ``wrap``); output chunks equal input chunks. Other input: the
+    same code on one block. dims, coords and attrs are kept (``attrs`` replaces attrs).
+    """
+    from itertools import product
+
+    import dask.array as dsa
+    from dask._task_spec import List, Task, TaskRef
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    kwargs = dict(kwargs or {})
+    ht, hy, hx = window.halo
+    wdims = ((time_dim,) if window.has_time else ()) + tuple(dims)
+    rules = check_boundary(boundary, wdims, op=op)
+    for d, k in zip(wdims, window.shape[-len(wdims):], strict=True):
+        if k > da.sizes[d]:
+            raise ValueError(f"{op}: the window ({window.label}) spans {k} cells along {d!r} but "
+                             f"the raster has only {da.sizes[d]}; use a smaller window")
+    lead = [d for d in da.dims if d not in wdims]
+    t = da.transpose(*lead, *wdims)
+    halo = {d: h for d, h in zip(wdims, (ht, hy, hx)[-len(wdims):], strict=True)}
+    x = t.data
+    chunks = x.chunks if is_dask(x) else tuple((s,) for s in x.shape)
+    plans = [_axis_plan(c, halo.get(d, 0), rules.get(d, "nan"))
+             for d, c in zip(t.dims, chunks, strict=True)]
+    starts = [np.cumsum((0, *c)) for c in chunks]
+    nlead = len(lead)
+    dtype = np.dtype(dtype)
+
+    def task_args(idx):
+        segs = [plans[a][i] for a, i in enumerate(idx)]
+        pshape = tuple(p[2] for p in segs)
+        sources, copies, fills = {}, [], []
+        for combo in product(*(p[0] for p in segs)):
+            dst = tuple(slice(s[0], s[1]) for s in combo)
+            if any(s[2] < 0 for s in combo):
+                fills.append(dst)
+                continue
+            k = sources.setdefault(tuple(s[2] for s in combo), len(sources))
+            copies.append((dst, k, tuple(s[3] for s in combo)))
+        v = [p[1] for p in segs[nlead:]]
+        valid = ((0, 1) if not window.has_time else v[0]) + v[-2] + v[-1]
+        out_shape = tuple(chunks[a][i] for a, i in enumerate(idx))
+        tshape = (pshape[nlead] if window.has_time else 1,)
+        shape4 = (int(np.prod(pshape[:nlead], dtype=np.int64)), *tshape, *pshape[-2:])
+        kw = dict(kwargs)
+        if block_kwargs is not None:
+            kw.update(block_kwargs({d: (int(starts[a][idx[a]]), int(starts[a][idx[a] + 1]))
+                                    for a, d in enumerate(t.dims) if d in wdims}))
+        return list(sources), (copies, fills, pshape, x.dtype, kernel, valid, shape4,
+                               out_shape, kw)
+
+    if is_dask(x):
+        tok = tokenize(x.name, op, window, rules, dtype, kwargs, block_kwargs)
+        out_name = f"{op}-{tok}"
+        layer = {}
+        for idx in product(*(range(len(c)) for c in chunks)):
+            srcs, args = task_args(idx)
+            refs = List(*(TaskRef((x.name, *s)) for s in srcs))
+            layer[(out_name, *idx)] = Task((out_name, *idx), _focal_block, refs, *args)
+        graph = HighLevelGraph.from_collections(out_name, layer, dependencies=[x])
+        data = dsa.Array(graph, out_name, chunks, meta=meta_like(x, dtype, x.ndim))
+    else:
+        _, args = task_args((0,) * x.ndim)
+        data = _focal_block([x], *args)
+    out = t.copy(data=data).transpose(*da.dims)
+    if attrs is not None:
+        out.attrs = dict(attrs)
+    if name is not None:
+        out.name = name
+    return out
+
+
+def lift_zonal(chunk_fn, x, *, zones=None, chunk_args=None, combine, shared=None,
+               split_every: int = 8):
+    """Per-chunk partial aggregates over the spatial (last two) axes, combined in a tree.
+
+    Parameters
+    ----------
+    chunk_fn : callable
+        ``chunk_fn(block, zone_block, shared, rows, cols, *args) -> partial``: ``block``
+        is one chunk reshaped to ``(L, h, w)`` (leading axes flattened), ``zone_block``
+        the matching ``(h, w)`` chunk of ``zones`` (or None), ``rows``/``cols`` the
+        chunk's slices in the whole raster. Partials are small host objects.
+    x : array
+        ``(*lead, y, x)`` values: numpy, CuPy, simulated device, or dask.
+    zones : array, optional
+        ``(y, x)`` zone raster; dask zones are rechunked to ``x``'s spatial chunks, and a
+        dask/eager mix is made all-dask.
+    chunk_args : callable, optional
+        ``chunk_args(rows, cols) -> tuple | None``: extra arguments of a spatial chunk;
+        None means the chunk contributes nothing, and it is never read.
+    combine : callable
+        ``combine(list of partials) -> partial``; a tree node (``split_every`` children).
+    shared : object, optional
+        Passed to every chunk as one graph key (sent once per worker, not per chunk).
+
+    Returns
+    -------
+    list of (tuple of slices, partial)
+        One entry per block of the leading axes (time chunks): the lead slices and the
+        combined partial — a ``dask.delayed`` object for dask input (compute them
+        together, in one pass), the partial itself otherwise.
+    """
+    import itertools
+
+    import dask
+    import dask.array as dsa
+
+    chunk_args = chunk_args or (lambda rows, cols: ())
+    lazy = is_dask(x) or is_dask(zones)
+    if not lazy:
+        H, W = x.shape[-2:]
+        rows, cols = slice(0, H), slice(0, W)
+        args = chunk_args(rows, cols)
+        lead = tuple(slice(0, n) for n in x.shape[:-2])
+        part = None if args is None else _zonal_task(chunk_fn, x, zones, shared, rows, cols,
+                                                     args)
+        return [(lead, combine([part]))]
+    if not is_dask(x):
+        x = dsa.from_array(x, chunks=(*x.shape[:-2], *zones.chunks), asarray=False)
+    if zones is not None:
+        zones = zones.rechunk(x.chunks[-2:]) if is_dask(zones) else dsa.from_array(
+            zones, chunks=x.chunks[-2:], asarray=False)
+        zblocks = zones.to_delayed()
+    xblocks = x.to_delayed()
+    shared_d = dask.delayed(shared, pure=True, traverse=False) if shared is not None else None
+    bounds = [np.r_[0, np.cumsum(c)].astype(int) for c in x.chunks]
+    nby, nbx = x.numblocks[-2:]
+    spatial = []
+    for i, j in itertools.product(range(nby), range(nbx)):
+        rows = slice(int(bounds[-2][i]), int(bounds[-2][i + 1]))
+        cols = slice(int(bounds[-1][j]), int(bounds[-1][j + 1]))
+        args = chunk_args(rows, cols)
+        if args is not None:
+            spatial.append((i, j, rows, cols, args))
+    task = dask.delayed(_zonal_task, pure=True)
+    node = dask.delayed(combine, pure=True)
+    out = []
+    for lb in itertools.product(*(range(n) for n in x.numblocks[:-2])):
+        lead = tuple(slice(int(b[k]), int(b[k + 1])) for b, k in zip(bounds[:-2], lb,
+                                                                      strict=True))
+        parts = [task(chunk_fn, xblocks[(*lb, i, j)],
+                      None if zones is None else zblocks[i, j], shared_d, rows, cols, args)
+                 for i, j, rows, cols, args in spatial]
+        if not parts:
+            out.append((lead, None))
+            continue
+        while len(parts) > 1:
+            parts = [node(parts[k:k + split_every]) for k in range(0, len(parts), split_every)]
+        out.append((lead, parts[0] if len(spatial) > 1 else node(parts)))
+    return out
+
+
+def _zonal_task(chunk_fn, block, zone_block, shared, rows, cols, args):
+    h, w = block.shape[-2:]
+    return chunk_fn(block.reshape((-1, h, w)), zone_block, shared, rows, cols, *args)
