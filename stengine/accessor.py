@@ -43,6 +43,8 @@ def _ds_method(fn):
         dims = kwargs.get("dims") or ("y", "x")
         out = {k: fn(v, *args, **kwargs) for k, v in ds.data_vars.items()
                if all(d in v.dims for d in dims)}
+        if not all(isinstance(v, xr.DataArray) for v in out.values()):
+            return out  # table results (zonal ops): {variable: table}
         return xr.Dataset(out)
 
     method.__doc__ = f"Dataset form of :func:`{fn.__module__}.{fn.__name__}`.\n\n" + (

@@ -11,12 +11,17 @@ import sys
 __all__ = ["connect", "Connection", "compute"]
 
 
+def _cores() -> int:
+    """Cores this process may use (affinity-aware)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return n or 1
+
+
 def _machine():
-    """(cores, memory bytes) available to this process (cgroup-aware where psutil is)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    """(cores, memory bytes) available to this process (cgroup-aware)."""
     from distributed.system import MEMORY_LIMIT
 
-    return cores or 1, int(MEMORY_LIMIT)
+    return _cores(), int(MEMORY_LIMIT)
 
 
 class Connection:

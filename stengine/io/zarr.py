@@ -10,6 +10,7 @@ Remote (fsspec URL) stores are written directly, without these guarantees.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -139,9 +140,57 @@ def _append_journal_files(store: Path, dim: str):
 
 
 def _run(delayed, progress):
+    """Compute a write graph; if it fails, return only once no task of it still runs.
+
+    A failed task ends ``compute`` while other tasks may still be writing chunks; a
+    rollback must not race with them (a late write could rewrite a restored chunk).
+    """
+    import dask
+
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        client = None
+    if client is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ..compute import _cores
+
+        pool = ThreadPoolExecutor(_cores())
+        try:
+            if progress:
+                from dask.diagnostics import ProgressBar
+
+                with ProgressBar(out=sys.stderr):
+                    dask.compute(delayed, scheduler="threads", pool=pool)
+            else:
+                dask.compute(delayed, scheduler="threads", pool=pool)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return
     from ..compute import compute
 
-    compute(delayed, progress=progress)
+    keys = set(dict(delayed.__dask_graph__()).keys())
+    try:
+        compute(delayed, progress=progress)
+    except BaseException:
+        _wait_idle(client, keys)
+        raise
+
+
+def _wait_idle(client, keys, timeout=600.0):
+    """Block until the scheduler runs none of ``keys`` (tasks cannot be interrupted)."""
+    import time
+
+    def busy(dask_scheduler, keys):
+        return sum(1 for k in keys if (ts := dask_scheduler.tasks.get(k)) is not None
+                   and ts.state == "processing")
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and client.run_on_scheduler(busy, keys=list(keys)):
+        time.sleep(0.05)
 
 
 def to_zarr(obj, store, *, mode: str = "w", append_dim: str | None = None, chunks=None,
@@ -190,6 +239,13 @@ def to_zarr(obj, store, *, mode: str = "w", append_dim: str | None = None, chunk
         raise ValueError("to_zarr: mode='a' needs append_dim= (e.g. append_dim='time')")
     if not compute:
         raise ValueError("to_zarr: compute=False is not supported; writes commit atomically")
+    if isinstance(obj, xr.DataArray) and "cells" in obj.dims and "cell_ids" in obj.coords:
+        from ..cube.cells import to_zarr_cells  # parent-group layout of cell cubes
+
+        if mode == "a":
+            raise ValueError("to_zarr: appending to a cell cube store is not supported; "
+                             "write the whole cube with mode='w'")
+        return to_zarr_cells(obj, store, mode=mode, progress=progress)
     ds, _ = _as_dataset(obj)
     ds = _mark_grid_mapping(_regular_chunks(ds, chunks))
     if not _is_local(store):
@@ -239,8 +295,27 @@ def open_cube(store, *, chunks="auto", variable: str | None = None):
     Returns
     -------
     xarray.DataArray | xarray.Dataset
-        A DataArray if the store was written from one (or ``variable`` is given).
+        A DataArray if the store was written from one (or ``variable`` is given); cell
+        cubes (``cells`` dim, see :mod:`stengine.cube.cells`) open with padding removed.
     """
+    ds = open_dataset(store, chunks=chunks)
+    if ds.attrs.get("stengine_layout", "").startswith("stengine-cells"):
+        from ..cube.cells import open_cells
+
+        return open_cells(store)
+    name = variable or ds.attrs.get(_DA_NAME)
+    if name is None:
+        return ds
+    if name not in ds.data_vars:
+        raise KeyError(f"open_cube: no variable {name!r} in {store!r}; it has "
+                       f"{sorted(ds.data_vars)}")
+    da = ds[name]
+    da.attrs.pop(_DA_NAME, None)
+    return da
+
+
+def open_dataset(store, *, chunks="auto") -> xr.Dataset:
+    """The store as a Dataset, as stored (after rolling back an interrupted write)."""
     if _is_local(store):
         path = Path(store)
         _atomic.recover(path)
@@ -253,12 +328,4 @@ def open_cube(store, *, chunks="auto", variable: str | None = None):
         # attrs["nodata"], so keep it out of attrs
         if "_FillValue" in v.attrs:
             v.encoding["_FillValue"] = v.attrs.pop("_FillValue")
-    name = variable or ds.attrs.get(_DA_NAME)
-    if name is None:
-        return ds
-    if name not in ds.data_vars:
-        raise KeyError(f"open_cube: no variable {name!r} in {store!r}; it has "
-                       f"{sorted(ds.data_vars)}")
-    da = ds[name]
-    da.attrs.pop(_DA_NAME, None)
-    return da
+    return ds

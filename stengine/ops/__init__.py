@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from . import local
+from . import cells, local, zonal
+from .cells import *  # noqa: F403
 from .local import *  # noqa: F403
+from .zonal import *  # noqa: F403
 
-__all__ = [*local.__all__]
+__all__ = [*local.__all__, *zonal.__all__, *cells.__all__]

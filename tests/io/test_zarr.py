@@ -153,3 +153,32 @@ def test_irregular_dask_chunks_are_made_regular(tmp_path):
     da = da.copy(data=dsa.from_array(da.values, chunks=((3, 5, 2), (4, 8))))
     stengine.to_zarr(da, tmp_path / "r.zarr")
     np.testing.assert_array_equal(stengine.open_cube(tmp_path / "r.zarr").values, da.values)
+
+
+def test_failed_write_waits_for_tasks_still_running(tmp_path):
+    """Rollback must not race with chunk writes that were in flight when one failed."""
+    import threading
+    import time
+
+    store = tmp_path / "c.zarr"
+    stengine.to_zarr(_cube(3), store)
+    done = []
+    started = threading.Event()
+
+    def slow_or_fail(block, block_info=None):
+        if block_info[0]["chunk-location"][1] == 0:
+            started.wait(5)
+            raise RuntimeError("first chunk fails")
+        started.set()
+        time.sleep(0.5)
+        done.append(1)
+        return block
+
+    new = _cube(4, seed=2, t0="2020-01-02")
+    new = new.copy(data=new.data.map_blocks(slow_or_fail, dtype=new.dtype))
+    with pytest.raises(RuntimeError, match="first chunk fails"):
+        stengine.to_zarr(new, store, mode="a", append_dim="time")
+    n = len(done)
+    time.sleep(0.7)
+    assert len(done) == n, "a chunk task was still running after to_zarr returned"
+    assert stengine.open_cube(store).sizes["time"] == 3
