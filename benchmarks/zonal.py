@@ -207,10 +207,9 @@ def koppen_countries(size):
     import shapely
 
     from stengine import datasets
-    from stengine._demo.zonal import koppen_with_crs
     from stengine.ops.zonal import zonal_crosstab
 
-    kg = koppen_with_crs(datasets.koppen_geiger(progress=False))
+    kg = datasets.koppen_geiger(progress=False)
     countries = datasets.naturalearth_countries()
     path = str(_koppen_tiled_tif())
     if size == "tiny":  # the countries wholly inside a Europe window, for smoke runs

@@ -77,7 +77,8 @@ def koppen_geiger(*, tile: int = 2700, progress: bool = True):
     """
     from .io import open_cube, read_raster, to_zarr
 
-    store = cache_dir() / f"koppen_geiger_{tile}.zarr"
+    # the name carries a layout version: caches from older layouts are not reused
+    store = cache_dir() / f"koppen_geiger_v2_t{tile}.zarr"
     if not (store / "zarr.json").exists():
         da = read_raster(koppen_geiger_path(), chunks=(tile, 43200), name="koppen_geiger")
         da = da.chunk({"x": tile})
@@ -116,7 +117,8 @@ def naturalearth_countries():
     import geopandas as gpd
     import pyogrio
 
-    path = Path(pyogrio.__file__).parent / "tests/fixtures/naturalearth_lowres/naturalearth_lowres.shp"
+    fixtures = Path(pyogrio.__file__).parent / "tests" / "fixtures"
+    path = fixtures / "naturalearth_lowres" / "naturalearth_lowres.shp"
     if not path.exists():
         raise FileNotFoundError(f"Natural Earth countries not found at {path}; pyogrio's "
                                 "wheel ships them under tests/fixtures")

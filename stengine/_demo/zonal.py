@@ -11,28 +11,15 @@ from __future__ import annotations
 import time
 
 from .. import datasets
-from ..cube import get_grid, set_grid
 from ..datasets import KOPPEN_CLASSES
-from ..grid import Grid
 from ..ops.zonal import zonal_crosstab
 
 QUICK = {"x": slice(-20.0, 55.0), "y": slice(72.0, -36.0)}  # Europe and Africa
 
 
-def koppen_with_crs(kg):
-    """The Köppen-Geiger raster with its CRS (EPSG:4326) on it.
-
-    A Zarr cache written before stengine stored the grid mapping opens without a CRS;
-    the source GeoTIFF is EPSG:4326, so the grid is rebuilt from the coordinates.
-    """
-    if get_grid(kg).crs is None:
-        kg = set_grid(kg, Grid.from_coords(kg["x"].values, kg["y"].values, crs=4326))
-    return kg
-
-
 def run(ctx):
     kg = getattr(ctx, "koppen", None)
-    kg = koppen_with_crs(kg if kg is not None else datasets.koppen_geiger())
+    kg = kg if kg is not None else datasets.koppen_geiger()
     countries = datasets.naturalearth_countries().set_index("name")
     if getattr(ctx, "quick", False):
         kg = kg.sel(QUICK)
