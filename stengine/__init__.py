@@ -6,7 +6,7 @@ H3), and map algebra that runs the same on numpy, dask, CuPy and dask+CuPy.
 
 from __future__ import annotations
 
-from . import cube, errors, io, ops
+from . import cube, errors, index, io, ops
 from . import accessor as _accessor  # noqa: F401 - registers the .st accessor
 from .compute import compute, connect
 from .grid import Grid
@@ -26,6 +26,7 @@ __all__ = [
     "reproject_match",
     "Grid",
     "cube",
+    "index",
     "ops",
     "io",
     "errors",

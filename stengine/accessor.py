@@ -13,10 +13,12 @@ import functools
 import xarray as xr
 
 from . import io, ops
+from .cube import catalog
 
 # Free functions whose first argument is the data, exposed as accessor methods.
 _FUNCTIONS = {name: getattr(ops, name) for name in ops.__all__}
-_FUNCTIONS.update({"to_zarr": io.to_zarr, "write_raster": io.write_raster})
+_FUNCTIONS.update({"to_zarr": io.to_zarr, "write_raster": io.write_raster,
+                   "select": catalog.select, "chunk_catalog": catalog.chunk_catalog})
 _NOT_DATA_FIRST = {"local_apply", "check_udf", "band_math"}  # their first argument is func/expr
 
 

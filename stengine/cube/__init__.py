@@ -10,6 +10,7 @@ their nodata value in ``attrs["nodata"]``; float rasters use NaN.
 
 from __future__ import annotations
 
+from .catalog import ChunkCatalog, chunk_catalog, select
 from .conventions import SPATIAL_REF, get_grid, make_raster, set_grid
 from .validate import check_dtype, check_raster, check_same_grid, spatial_dims
 
@@ -22,4 +23,7 @@ __all__ = [
     "check_same_grid",
     "check_dtype",
     "spatial_dims",
+    "ChunkCatalog",
+    "chunk_catalog",
+    "select",
 ]

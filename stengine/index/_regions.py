@@ -46,7 +46,7 @@ def _check_lon(name, lon, where):
 
 
 class Region:
-    """A region on the sphere (base class). Subclasses: :class:`Cap`, :class:`Box`, :class:`Polygon`."""
+    """A region on the sphere (base class of :class:`Cap`, :class:`Box`, :class:`Polygon`)."""
 
     def contains(self, lon, lat) -> np.ndarray:  # pragma: no cover - abstract
         """Boolean mask of the points (degrees) that lie in the region (boundary included)."""
@@ -124,7 +124,7 @@ class Cap(Region):
 
 @dataclass(frozen=True)
 class Box(Region):
-    """A lon/lat box: ``lat_min <= lat <= lat_max`` and lon from ``lon_min`` eastwards to ``lon_max``.
+    """A lon/lat box: ``lat_min <= lat <= lat_max``, lon from ``lon_min`` east to ``lon_max``.
 
     Meridian edges are great circles and latitude edges are parallels (small circles),
     so the box is exactly the set of points with those lon/lat bounds. ``lon_max <

@@ -32,6 +32,7 @@ __all__ = [
     "intersection",
     "difference",
     "simplify",
+    "largest",
     "from_ids",
     "contains",
     "overlapping",
@@ -153,6 +154,16 @@ def simplify(ranges, max_ranges: int) -> np.ndarray:
     return np.stack([r[first, 0], r[last, 1]], axis=1)
 
 
+def largest(ranges, max_ranges: int) -> np.ndarray:
+    """The ``max_ranges`` longest ranges (a subset; ties: leftmost first), still sorted."""
+    r = normalize(ranges)
+    if len(r) <= max_ranges:
+        return r
+    length = r[:, 1] - r[:, 0]
+    keep = np.argsort(-length.astype(np.float64), kind="stable")[:max_ranges]
+    return r[np.sort(keep)]
+
+
 def from_ids(ids) -> np.ndarray:
     """Range set holding exactly the given keys (any order, duplicates allowed).
 
@@ -202,8 +213,7 @@ def overlapping(ranges, first, last) -> np.ndarray:
 def size(ranges) -> int:
     """Number of keys in a range set (a Python int: it may exceed 2**63)."""
     r = normalize(ranges)
-    return int(sum(int(b) - int(a) for a, b in r)) if len(r) < 64 else int(
-        (r[:, 1] - r[:, 0]).astype(object).sum())
+    return int((r[:, 1] - r[:, 0]).astype(object).sum()) if len(r) else 0
 
 
 def refine(ranges, bits: int) -> np.ndarray:

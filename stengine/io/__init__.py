@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from .points import PointStore, QueryResult
 from .raster import read_raster, write_raster
 from .zarr import open_cube, to_zarr
 
-__all__ = ["read_raster", "write_raster", "open_cube", "to_zarr"]
+__all__ = ["read_raster", "write_raster", "open_cube", "to_zarr", "PointStore", "QueryResult"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import cells, local, zonal
+from . import cells, interpolate, local, zonal  # interpolate: point tables, not rasters
 from .cells import *  # noqa: F403
 from .local import *  # noqa: F403
 from .zonal import *  # noqa: F403

@@ -1,0 +1,118 @@
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stengine.errors import IndexRangeError
+from stengine.index import timecode
+from stengine.index.timecode import TimeGrid
+
+
+def ref_cell(t, t0, t1, n):
+    """floor((t - t0) * n / (t1 - t0)) with Python integers."""
+    return (t - t0) * n // (t1 - t0)
+
+
+def ref_start(k, t0, t1, n):
+    return t0 + -(-k * (t1 - t0) // n)  # ceil
+
+
+@settings(max_examples=60, deadline=None)
+@given(t0=st.integers(0, 2 ** 60), dur=st.integers(1, 2 ** 61), b=st.integers(1, 4),
+       level=st.integers(0, 14), frac=st.lists(st.floats(0, 1, exclude_max=True), min_size=1,
+                                               max_size=20))
+def test_encode_decode_exact(t0, dur, b, level, frac):
+    g = TimeGrid(np.datetime64(t0, "ns"), np.datetime64(t0 + dur, "ns"), 2 ** b)
+    s = b * (level + 1)
+    if s > 63:
+        with pytest.raises(IndexRangeError, match="needs .* bits"):
+            g.n_cells(level)
+        return
+    n = 1 << s
+    ts = [t0 + min(dur - 1, int(f * dur)) for f in frac] + [t0, t0 + dur - 1]
+    got = g.encode_ns(np.array(ts, dtype=np.int64), level)
+    assert got.tolist() == [ref_cell(t, t0, t0 + dur, n) for t in ts]
+    start, stop = g.bounds_ns(got, level)
+    for k, a, z in zip(got.tolist(), start.tolist(), stop.tolist(), strict=True):
+        assert a == ref_start(k, t0, t0 + dur, n)
+        assert z == ref_start(k + 1, t0, t0 + dur, n)
+    assert ((start <= np.array(ts)) & (np.array(ts) < stop)).all()
+    if level:  # cells nest: the parent of a cell is the cell one level up
+        up = g.encode_ns(np.array(ts, dtype=np.int64), level - 1)
+        np.testing.assert_array_equal(got >> np.uint64(b), up)
+
+
+def test_cell_bounds_roundtrip_small():
+    g = TimeGrid("2013-01-01", "2013-01-01T00:00:00.000000007", fanout=2)  # 7 ns, 8 cells at L2
+    cells = g.encode_ns(g.t0 + np.arange(7), 2)
+    assert cells.tolist() == [0, 1, 2, 3, 4, 5, 6]  # floor(x * 8 / 7)
+    start, stop = g.bounds_ns(np.arange(8, dtype=np.uint64), 2)
+    assert (stop - start).tolist() == [1, 1, 1, 1, 1, 1, 1, 0]  # cell 7 is empty
+    assert g.encode_ns(start[:7], 2).tolist() == list(range(7))
+
+
+def test_cover_against_brute_force():
+    g = TimeGrid("2013-01-01", "2013-03-01", fanout=4)
+    step = np.int64(3600 * 10 ** 9)
+    all_t = g.t0 + np.arange(0, g.duration // step) * step
+    cells = g.encode_ns(all_t, 2)
+    for a, b in [("2013-01-10", "2013-01-11"), ("2012-12-01", "2013-01-02"),
+                 ("2013-02-28T23:00", "2013-05-01"), ("2013-01-01", "2013-03-01")]:
+        r = g.cover(a, b, 2)
+        lo, hi = np.datetime64(a, "ns").astype(np.int64), np.datetime64(b, "ns").astype(np.int64)
+        inside = cells[(all_t >= lo) & (all_t < hi)]
+        assert set(inside.tolist()) <= set(range(int(r[0, 0]), int(r[0, 1])))
+        # the end cells really meet the interval
+        s, e = g.bounds_ns(r[0] - np.array([0, 1], dtype=np.uint64), 2)
+        assert e[0] > lo and s[1] < hi
+    assert g.cover("2014-01-01", "2014-02-01", 2).shape == (0, 2)
+
+
+def test_time_forms_and_timezones():
+    g = TimeGrid("2013-01-01", "2013-01-03")
+    want = g.encode(np.array(["2013-01-02T06:00"], "datetime64[ns]"), 3)
+    for t in (["2013-01-02T06:00"], [pd.Timestamp("2013-01-02 06:00")],
+              pd.Series(pd.to_datetime(["2013-01-02 08:00"]).tz_localize("Etc/GMT-2")),
+              [dt.datetime(2013, 1, 2, 6)]):
+        assert g.encode(t, 3).tolist() == want.tolist()
+    s, e = g.decode(want, 3)
+    assert s.dtype == np.dtype("datetime64[ns]") and s[0] <= np.datetime64("2013-01-02T06:00")
+    assert timecode.encode(["2013-01-02T06:00"], 3, t0="2013-01-01", t1="2013-01-03").tolist() \
+        == want.tolist()
+
+
+def test_parse_interval():
+    from stengine.index.timecode import parse_interval
+
+    a, b = parse_interval("2013-02", where="x")
+    assert np.datetime64(a, "ns") == np.datetime64("2013-02-01") and np.datetime64(
+        b, "ns") == np.datetime64("2013-03-01")
+    assert parse_interval(slice("2013-01-01", None), where="x")[1] is None
+    with pytest.raises(IndexRangeError, match="stop >= start"):
+        parse_interval(("2013-02-01", "2013-01-01"), where="x")
+
+
+@pytest.mark.parametrize("args, exc, msg", [
+    (("2013-01-02", "2013-01-01"), IndexRangeError, "t1 must be after t0"),
+    (("2013-01-01", "2013-01-02", 3), IndexRangeError, "power of two"),
+    (("2013-01-01", "2200-01-01"), IndexRangeError, "shorter than 2\\*\\*62"),
+    ((0, 10), TypeError, "must be a datetime"),
+])
+def test_bad_grids(args, exc, msg):
+    with pytest.raises(exc, match=msg):
+        TimeGrid(*args)
+
+
+def test_bad_times():
+    g = TimeGrid("2013-01-01", "2013-01-03")
+    with pytest.raises(IndexRangeError, match="task interval .*2013-01-05"):
+        g.encode(["2013-01-05"], 2)
+    with pytest.raises(IndexRangeError, match="NaT"):
+        g.encode(np.array(["NaT"], "datetime64[ns]"), 2)
+    with pytest.raises(TypeError, match="must be datetimes"):
+        g.encode([1.5], 2)
+    with pytest.raises(IndexRangeError, match="deepest level"):
+        g.encode(["2013-01-02"], 63)
