@@ -11,6 +11,7 @@ from . import accessor as _accessor  # noqa: F401 - registers the .st accessor
 from .compute import compute, connect
 from .grid import Grid
 from .io import open_cube, read_raster, to_zarr, write_raster
+from .ops.window import Window
 from .reproject import align, reproject_match
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ __all__ = [
     "align",
     "reproject_match",
     "Grid",
+    "Window",
     "cube",
     "index",
     "ops",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from . import cells, interpolate, local, zonal  # interpolate: point tables, not rasters
+from . import cells, focal, interpolate, local, terrain, zonal  # interpolate: point tables
 from .cells import *  # noqa: F403
+from .focal import *  # noqa: F403
 from .local import *  # noqa: F403
+from .terrain import *  # noqa: F403
+from .window import Window  # noqa: F401 - a value type: no .st method, so not in __all__
 from .zonal import *  # noqa: F403
 
-__all__ = [*local.__all__, *zonal.__all__, *cells.__all__]
+__all__ = [*local.__all__, *focal.__all__, *terrain.__all__, *zonal.__all__, *cells.__all__]
