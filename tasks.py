@@ -27,7 +27,7 @@ EXTRAS = {"demo": [], "test": ["test"], "bench": ["bench"]}
 
 def _ensure_env(extras: list[str]) -> None:
     """Create .venv and (re)install the package when pyproject.toml or the extras changed."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - runs before anything is installed
         sys.exit(f"stengine needs Python >= 3.11; this is {sys.version.split()[0]}")
     if not PY.exists():
         print(f"creating {VENV}", flush=True)

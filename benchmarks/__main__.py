@@ -40,7 +40,8 @@ def main(argv=None):
     benches = [b for b in REGISTRY if b.family in families and (not a.bench or b.name in a.bench)]
     results = run(benches, sizes=a.size, repeat=a.repeat, smoke=a.smoke)
     if not (a.smoke or a.no_write):
-        save(results, "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]))
+        args = argv if argv is not None else sys.argv[1:]
+        save(results, "python -m benchmarks " + " ".join(args))
     return 0
 
 

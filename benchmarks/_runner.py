@@ -236,6 +236,7 @@ def render() -> None:
         lines += ["", "| benchmark | size | params | implementation | median s | vs stengine "
                   "| M items/s | peak MiB | note |", "|---|---|---|---|---:|---:|---:|---:|---|"]
         for r in data["rows"]:
+            pk = f"{r['peak_mib']:.0f}"
             ratio = r.get("vs_stengine")
             ratio_s = "—" if ratio is None else ("1 (ref)" if r["impl"] == "stengine"
                                                  else f"{ratio:.2f}×")
@@ -245,7 +246,7 @@ def render() -> None:
             note = "; ".join([r["note"]] * bool(r["note"]) + [f"{k}={v}" for k, v in extra.items()])
             ips = f"{r['items_per_s'] / 1e6:.1f}" if "items_per_s" in r else ""
             lines.append(f"| {r['bench']} | {r['size']} | {_fmt_params(r['params'])} | {r['impl']} "
-                         f"| {r['median_s']:.3f} | {ratio_s} | {ips} | {r['peak_mib']:.0f} | {note} |")
+                         f"| {r['median_s']:.3f} | {ratio_s} | {ips} | {pk} | {note} |")
         block = "\n".join(lines)
         start, end = f"<!-- bench:{family} -->", f"<!-- /bench:{family} -->"
         if start in text:

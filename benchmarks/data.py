@@ -70,7 +70,9 @@ def _noise_block(r0, c0, h, w, seed, scales, weights, out):
                 b = _hash(ix + 1, iy, sk)
                 c = _hash(ix, iy + 1, sk)
                 d = _hash(ix + 1, iy + 1, sk)
-                v += weights[k] * ((a * (1 - fx) + b * fx) * (1 - fy) + (c * (1 - fx) + d * fx) * fy)
+                top = a * (1 - fx) + b * fx
+                bottom = c * (1 - fx) + d * fx
+                v += weights[k] * (top * (1 - fy) + bottom * fy)
             out[i, j] = v
 
 

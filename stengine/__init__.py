@@ -6,8 +6,8 @@ H3), and map algebra that runs the same on numpy, dask, CuPy and dask+CuPy.
 
 from __future__ import annotations
 
-from . import cube, errors, index, io, ops
 from . import accessor as _accessor  # noqa: F401 - registers the .st accessor
+from . import cube, errors, index, io, ops
 from .compute import compute, connect
 from .grid import Grid
 from .io import open_cube, read_raster, to_zarr, write_raster

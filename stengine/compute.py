@@ -139,7 +139,8 @@ def compute(*objs, progress: bool = True, **kwargs):
     import dask
 
     try:
-        from distributed import default_client, progress as dprogress
+        from distributed import default_client
+        from distributed import progress as dprogress
 
         client = default_client()
     except (ImportError, ValueError):

@@ -91,7 +91,8 @@ class Grid:
         if not (xres > 0 and yres > 0):
             raise ValueError(f"resolution must be positive; got {resolution!r}")
         if not (right > left and top > bottom):
-            raise ValueError(f"bbox must be (left, bottom, right, top) with right>left, top>bottom; "
+            raise ValueError("bbox must be (left, bottom, right, top) with right>left, "
+                             f"top>bottom; "
                              f"got {bbox!r}")
         ncols = int(round((right - left) / xres))
         nrows = int(round((top - bottom) / yres))

@@ -57,6 +57,11 @@ class _RasterioWindows:
         return data
 
 
+def _token(*parts) -> str:
+    """Deterministic dask name: the same file and chunking give the same graph keys."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, repr(parts)).hex
+
+
 def _default_chunks(src, itemsize) -> tuple[int, int]:
     bh, bw = src.block_shapes[0]
     h, w = src.height, src.width
@@ -137,7 +142,7 @@ def read_raster(path, *, chunks=None, masked: bool = False, bands=None, squeeze:
     arr = _RasterioWindows(path, shape, out_dtype, indexes, masked, nodata)
     data = dsa.from_array(arr, chunks=(1, cy, cx), asarray=False, fancy=False, lock=False,
                           inline_array=True, meta=np.empty((0, 0, 0), out_dtype),
-                          name=f"read_raster-{uuid.uuid5(uuid.NAMESPACE_URL, path + str(masked) + str(indexes) + str((cy, cx))).hex}")
+                          name=f"read_raster-{_token(path, masked, indexes, cy, cx)}")
     attrs = {}
     if not masked and nodata is not None:
         attrs["nodata"] = dtype.type(nodata).item() if dtype.kind != "f" else float(nodata)

@@ -46,7 +46,8 @@ def _as_dataset(obj) -> tuple[xr.Dataset, str | None]:
         return ds, name
     if isinstance(obj, xr.Dataset):
         return obj, None
-    raise TypeError(f"to_zarr: obj must be an xarray DataArray or Dataset; got {type(obj).__name__}")
+    raise TypeError("to_zarr: obj must be an xarray DataArray or Dataset; "
+                    f"got {type(obj).__name__}")
 
 
 def _mark_grid_mapping(ds: xr.Dataset) -> xr.Dataset:
@@ -87,7 +88,7 @@ def _regular_chunks(ds: xr.Dataset, chunks) -> xr.Dataset:
 def _encoding(ds: xr.Dataset, compressor, encoding):
     enc = {}
     comp = default_compressor() if compressor == "default" else compressor
-    for name, v in ds.data_vars.items():
+    for name in ds.data_vars:
         e = {"compressors": [comp] if comp is not None else None}
         e.update((encoding or {}).get(name, {}))
         enc[name] = e
@@ -125,7 +126,8 @@ def _append_journal_files(store: Path, dim: str):
         shape = m["shape"]
         chunk = m["chunk_grid"]["configuration"]["chunk_shape"]
         enc = m.get("chunk_key_encoding", {})
-        if enc.get("name") != "default" or enc.get("configuration", {}).get("separator", "/") != "/":
+        sep = enc.get("configuration", {}).get("separator", "/")
+        if enc.get("name") != "default" or sep != "/":
             raise StoreError(f"to_zarr: cannot journal appends to {store / rel}: chunk key "
                              f"encoding {enc} (stengine writes the default '/' encoding)")
         beyond[rel] = (axis, shape[axis], chunk[axis])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from . import cells, focal, interpolate, local, terrain, zonal  # interpolate: point tables
+from . import cells, focal, local, terrain, zonal
+from . import interpolate as interpolate  # point tables, not rasters: no .st methods
 from .cells import *  # noqa: F403
 from .focal import *  # noqa: F403
 from .local import *  # noqa: F403

@@ -27,7 +27,8 @@ def test_reclassify_uint8(backend, chunks, mapping, default):
 
 
 @pytest.mark.parametrize("chunks", CHUNKS)
-@pytest.mark.parametrize("mapping", [{1.5: 10.0, 30.0: 3.0}, [(0, 20, 1), (20, 50, 2), (60, 99, 3)]])
+@pytest.mark.parametrize("mapping", [{1.5: 10.0, 30.0: 3.0},
+                                     [(0, 20, 1), (20, 50, 2), (60, 99, 3)]])
 def test_reclassify_float_with_nan(backend, chunks, mapping):
     da = make_cube(SHAPE, "f4")
     da = da.where(da.y != da.y[3], 30.0).astype("f4")  # exact hits for the dict mapping
