@@ -54,7 +54,7 @@ def run(ctx) -> list[tuple[str, str]]:
     # 3. hexagon neighbourhood: majority of the dominant class over 1-rings
     t0 = time.perf_counter()
     dom = frac.isel({"class": 0}, drop=True).copy(data=dominant)
-    dom = chunk_by_parent(dom, LEVEL - 3)
+    dom = chunk_by_parent(dom, LEVEL - 4)  # res-1 parents: ~2,000 cells a chunk
     smooth = cell_focal(dom, 1, stat="majority")
     changed = int(np.nansum(np.asarray(smooth.values) != dominant) - np.isnan(dominant).sum())
     rows.append(("1-ring majority (halo across parent chunks)",

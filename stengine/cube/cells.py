@@ -196,10 +196,37 @@ def chunk_by_parent(cube, chunk_level: int | None = None, *, max_cells: int | No
     if chunk_level is None:
         chunk_level = default_chunk_level(grid, level)
     _, starts, stops = _groups(cube[CELL_IDS].values, grid, level, int(chunk_level))
-    sizes = _pack(stops - starts, max_cells)
-    out = cube.chunk({CELL_DIM: tuple(int(s) for s in sizes) or -1})
+    sizes = tuple(int(s) for s in _pack(stops - starts, max_cells)) or (cube.sizes[CELL_DIM],)
+    scattered = _scatter_chunks(cube, sizes)
+    out = cube.copy(data=scattered) if scattered is not None else cube.chunk({CELL_DIM: sizes})
     out.attrs["chunk_level"] = int(chunk_level)
     return out
+
+
+def _scatter_chunks(cube, sizes):
+    """In-memory data on a distributed cluster: send each chunk to the workers once, and
+    build the dask array from those futures (``.chunk()`` would embed the data in every
+    graph that uses it)."""
+    if hasattr(cube.data, "dask") or not isinstance(cube.data, np.ndarray):
+        return None
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        return None
+    import dask.array as dsa
+    from dask import delayed
+
+    axis = cube.get_axis_num(CELL_DIM)
+    data = cube.data
+    bounds = np.r_[0, np.cumsum(sizes)]
+    blocks = [np.take(data, np.arange(a, b), axis=axis) for a, b in
+              zip(bounds[:-1], bounds[1:], strict=True)]
+    futures = client.scatter(blocks)
+    parts = [dsa.from_delayed(delayed(f), b.shape, dtype=b.dtype, meta=b[:0] if b.ndim else b)
+             for f, b in zip(futures, blocks, strict=True)]
+    return dsa.concatenate(parts, axis=axis)
 
 
 def _pack(sizes, max_cells):
@@ -252,8 +279,8 @@ def to_zarr_cells(cube, store, *, chunk_len: int | None = None, mode: str = "w",
     """Write a cell cube to Zarr in the packed parent-group layout (see module docs).
 
     ``chunk_len`` (slots per Zarr chunk along ``cells``) defaults to the largest parent
-    group; it must be at least that. Other dims are stored in one chunk per step of
-    ``time`` and whole along the rest.
+    group; it must be at least that. Other dims (``time``) are stored whole, so reading
+    one parent group reads exactly one Zarr chunk.
     """
     import dask.array as dsa
 
@@ -287,9 +314,7 @@ def to_zarr_cells(cube, store, *, chunk_len: int | None = None, mode: str = "w",
     lead = data.shape[:-1]
     if isinstance(data, np.ndarray):
         padded = np.full((*lead, nslots), fill, dtype=src.dtype)
-        padded[..., slots] = data
-        padded = dsa.from_array(padded, chunks=(*((1,) if d == "time" else -1
-                                                  for d in src.dims[:-1]), chunk_len))
+        padded[..., slots] = data  # stays in memory: to_zarr writes it with local threads
     else:
         pieces = []
         data = data.rechunk({data.ndim - 1: tuple(int(c) for c in counts) or -1})
@@ -309,6 +334,7 @@ def to_zarr_cells(cube, store, *, chunk_len: int | None = None, mode: str = "w",
     ds.attrs = {"stengine_layout": _LAYOUT, "variable": str(name), "grid_name": grid,
                 "level": level, "chunk_level": int(chunk_level), "chunk_len": int(chunk_len),
                 "cells_axis": int(axis)}
+    # other dims are stored whole, so one parent group is exactly one Zarr chunk
     return to_zarr(ds, store, mode=mode, chunks={CELL_DIM: chunk_len}, progress=progress)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .._backends import is_dask
 from ..errors import StoreError, StoreNotFoundError
 from . import _atomic
 
@@ -141,20 +142,24 @@ def _append_journal_files(store: Path, dim: str):
     return files, beyond
 
 
-def _run(delayed, progress):
+def _run(delayed, progress, *, local=False):
     """Compute a write graph; if it fails, return only once no task of it still runs.
 
     A failed task ends ``compute`` while other tasks may still be writing chunks; a
     rollback must not race with them (a late write could rewrite a restored chunk).
+    ``local``: data already in this process is written by local threads, not shipped to
+    a cluster inside the graph.
     """
     import dask
 
-    try:
-        from distributed import default_client
+    client = None
+    if not local:
+        try:
+            from distributed import default_client
 
-        client = default_client()
-    except (ImportError, ValueError):
-        client = None
+            client = default_client()
+        except (ImportError, ValueError):
+            client = None
     if client is None:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -249,6 +254,7 @@ def to_zarr(obj, store, *, mode: str = "w", append_dim: str | None = None, chunk
                              "write the whole cube with mode='w'")
         return to_zarr_cells(obj, store, mode=mode, progress=progress)
     ds, _ = _as_dataset(obj)
+    in_memory = not any(is_dask(v.data) for v in ds.variables.values())
     ds = _mark_grid_mapping(_regular_chunks(ds, chunks))
     if not _is_local(store):
         kw = dict(mode=mode, zarr_format=3, consolidated=False)
@@ -270,14 +276,16 @@ def to_zarr(obj, store, *, mode: str = "w", append_dim: str | None = None, chunk
         with _atomic.journal(path, files, beyond):
             # align_chunks: new data must first fill the store's partial last chunk
             _run(ds.to_zarr(path, mode="a", append_dim=append_dim, zarr_format=3,
-                            consolidated=False, compute=False, align_chunks=True), progress)
+                            consolidated=False, compute=False, align_chunks=True), progress,
+                 local=in_memory)
         return str(path)
     if mode == "w-" and path.exists():
         raise FileExistsError(f"to_zarr: {str(path)!r} exists; use mode='w' to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     with _atomic.write_aside(path) as tmp:
         _run(ds.to_zarr(tmp, mode="w-", encoding=_encoding(ds, compressor, encoding),
-                        zarr_format=3, consolidated=False, compute=False), progress)
+                        zarr_format=3, consolidated=False, compute=False), progress,
+             local=in_memory)
     return str(path)
 
 

@@ -146,6 +146,9 @@ def reduce_to_table(x, block_fn, merge, assemble, *, fan_in: int = 8):
 
     offsets = [np.r_[0, np.cumsum(c)] for c in x.chunks]
     blocks = x.to_delayed()
+    # one graph key holds block_fn (and the arrays its closure carries); tasks refer to it
+    # instead of each pickling a copy
+    fn = delayed(block_fn, pure=True)
     per_lead = []
     for lead_idx in itertools.product(*(range(n) for n in x.numblocks[:-2])):
         lead = tuple(slice(int(offsets[a][i]), int(offsets[a][i + 1]))
@@ -154,12 +157,16 @@ def reduce_to_table(x, block_fn, merge, assemble, *, fan_in: int = 8):
         for iy, ix in itertools.product(range(x.numblocks[-2]), range(x.numblocks[-1])):
             rows = slice(int(offsets[-2][iy]), int(offsets[-2][iy + 1]))
             cols = slice(int(offsets[-1][ix]), int(offsets[-1][ix + 1]))
-            parts.append(delayed(block_fn, pure=True)(blocks[lead_idx + (iy, ix)], rows,
-                                                      cols, lead))
+            parts.append(delayed(_apply, pure=True)(fn, blocks[lead_idx + (iy, ix)], rows,
+                                                    cols, lead))
         per_lead.append((lead, _tree(parts, merge, fan_in)))
     final = delayed(assemble, pure=True)(per_lead)
     (out,) = dask.compute(final)
     return out
+
+
+def _apply(fn, *args):
+    return fn(*args)
 
 
 def capacity(est: int) -> int:

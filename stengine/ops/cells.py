@@ -434,34 +434,50 @@ def _focal_chunk(pieces, nbr_local, code, skipna):
     return _k.focal(v, nbr_local, code, skipna).reshape(*lead, nbr_local.shape[0])
 
 
+def _focal_gather(blocks, takes, remap, code, skipna):
+    """One chunk's ring statistic: its own block plus the halo cells taken from others."""
+    pieces = [b if idx is None else np.take(b, idx, axis=-1)
+              for b, idx in zip(blocks, takes, strict=True)]
+    return _focal_chunk(pieces, remap, code, skipna)
+
+
 def _focal_dask(x, nbr, code, skipna):
-    """One task per chunk: its block plus a halo taken from the chunks owning ring cells."""
+    """One task per chunk: its block plus a halo taken from the chunks owning ring cells.
+
+    The graph is written directly (one task per chunk referencing the neighbour chunks'
+    keys): building it through ``dask.delayed`` cost seconds per thousand chunks.
+    """
     import dask.array as dsa
-    from dask import delayed
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
 
     x = x.rechunk({i: -1 for i in range(x.ndim - 1)})
-    blocks = x.to_delayed().reshape(-1)
+    lead = (0,) * (x.ndim - 1)
     bounds = np.r_[0, np.cumsum(x.chunks[-1])]
-    outs = []
+    name = "cell_focal-" + tokenize(x, nbr, code, skipna)
+    dsk = {}
     for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
         rows = nbr[a:b]
         used = np.unique(rows[rows >= 0])
         halo = used[(used < a) | (used >= b)]
         owner = np.searchsorted(bounds, halo, side="right") - 1
-        pieces = [blocks[i]]
-        local_pos = [np.arange(a, b)]
+        keys, takes, local_pos = [(x.name, *lead, i)], [None], [np.arange(a, b)]
         for j in np.unique(owner):
             idx = halo[owner == j]
-            pieces.append(delayed(np.take, pure=True)(blocks[j], idx - bounds[j], axis=-1))
+            keys.append((x.name, *lead, int(j)))
+            takes.append((idx - bounds[j]).astype(np.int32))
             local_pos.append(idx)
         local_pos = np.concatenate(local_pos)
         order = np.argsort(local_pos)
-        remap = np.full(rows.shape, -1, np.int64)
+        remap = np.full(rows.shape, -1, np.int32)  # int32: the graph carries one per cell
         ok = rows >= 0
         remap[ok] = order[np.searchsorted(local_pos[order], rows[ok])]
-        out = delayed(_focal_chunk, pure=True)(pieces, remap, code, skipna)
-        outs.append(dsa.from_delayed(out, (*x.shape[:-1], int(b - a)), dtype=np.float64))
-    return dsa.concatenate(outs, axis=-1) if outs else x.astype(np.float64)
+        dsk[(name, *lead, i)] = (_focal_gather, keys, takes, remap, code, skipna)
+    if not dsk:
+        return x.astype(np.float64)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x])
+    return dsa.Array(graph, name, chunks=x.chunks, dtype=np.float64,
+                     meta=np.empty((0,) * x.ndim, np.float64))
 
 
 # --------------------------------------------------------------------------- stencils and maps
