@@ -44,7 +44,7 @@ def _tasks(x):
     return lambda: {"tasks": len(dict(x.__dask_graph__()))}
 
 
-TILES = [1024, 2048, 4096]
+TILES = [512, 1024, 2048, 4096]
 
 
 @benchmark("local", "pixel_count", sizes=["tiny", "glc", "meris", "nlcd"],

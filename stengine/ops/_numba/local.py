@@ -123,71 +123,119 @@ def histogram(block, classes, lut, offset, nodata, has_nodata):
     return out.reshape(*lead, classes.size)
 
 
-def pair(a, b):
-    """Flatten two broadcastable operands; a size-1 operand stays size 1 (a scalar)."""
-    a, b = np.asarray(a), np.asarray(b)
-    shape = np.broadcast_shapes(a.shape, b.shape)
-    def flat(x):
-        if x.size == 1:
-            return x.reshape(1)
-        if x.shape != shape:
-            x = np.broadcast_to(x, shape)
-        return _flat(x)
-    return flat(a), flat(b), shape
+def _flat_operand(x, shape):
+    x = np.asarray(x)
+    if x.shape != shape:
+        x = np.broadcast_to(x, shape)
+    return _flat(x)
 
 
-@jit
-def _binary_loop(a, b, op, nd_a, has_a, nd_b, has_b, nd_out, out):
-    sa = a.size > 1
-    sb = b.size > 1
-    for i in range(out.size):
-        x = a[i if sa else 0]
-        y = b[i if sb else 0]
-        if (has_a and x == nd_a) or (has_b and y == nd_b):
-            out[i] = nd_out
-        elif op == 0:
-            out[i] = x + y
-        elif op == 1:
-            out[i] = x - y
-        elif op == 2:
-            out[i] = x * y
-        elif y == 0:
-            out[i] = np.nan
-        else:
-            out[i] = x / y
+# One loop per op, generated from one template: a per-element switch on the op (or on a
+# scalar/array operand) keeps LLVM from vectorising; these loops run at memory speed.
+# error_model="numpy": x / 0 is IEEE (no ZeroDivisionError check in the loop).
+_OP_FUNCS = {
+    ADD: numba.njit(inline="always")(lambda x, y: x + y),
+    SUB: numba.njit(inline="always")(lambda x, y: x - y),
+    MUL: numba.njit(inline="always")(lambda x, y: x * y),
+    DIV: numba.njit(inline="always")(lambda x, y: x / y),
+}
+
+
+def _make_binary(op):
+    f = _OP_FUNCS[op]
+    div = op == DIV
+
+    @numba.njit(nogil=True, error_model="numpy")
+    def loop(a, b, z, nd_a, has_a, nd_b, has_b, nd_out, out):
+        # z: zero of the output type; arithmetic happens in it (uint8 + uint8 -> uint16)
+        for i in range(out.size):
+            x = a[i]
+            y = b[i]
+            r = f(x + z, y + z)
+            bad = (has_a & (x == nd_a)) | (has_b & (y == nd_b))
+            out[i] = nd_out if bad else (r if not (div and y == 0) else np.nan)
+
+    @numba.njit(nogil=True, error_model="numpy")
+    def loop_scalar(a, y, z, nd_a, has_a, nd_b, has_b, nd_out, out):
+        yz = y + z
+        const_bad = has_b & (y == nd_b)
+        for i in range(out.size):
+            x = a[i]
+            r = f(x + z, yz)
+            bad = const_bad | (has_a & (x == nd_a))
+            out[i] = nd_out if bad else (r if not (div and y == 0) else np.nan)
+
+    return loop, loop_scalar
+
+
+_BINARY = {op: _make_binary(op) for op in (ADD, SUB, MUL, DIV)}
+
+
+def _typed(value, dtype, has):
+    """``value`` as ``dtype`` for comparisons; a nodata that the dtype cannot hold can
+    never match, so it is dropped."""
+    dtype = np.dtype(dtype)
+    if not has:
+        return dtype.type(0), False
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if not (float(value) == int(value) and info.min <= value <= info.max):
+            return dtype.type(0), False
+    return dtype.type(value), True
 
 
 def binary(a, b, op, nd_a, has_a, nd_b, has_b, nd_out, out_dtype):
-    """Elementwise ``a op b`` (op: ADD, SUB, MUL, DIV) stored in ``out_dtype``.
+    """Elementwise ``a op b`` (op: ADD, SUB, MUL, DIV) computed and stored in ``out_dtype``.
 
-    ``a``/``b`` are broadcastable blocks or scalars. Integer arithmetic wraps in
-    ``out_dtype`` (callers pick one wide enough); float results equal arithmetic in
+    ``a`` is a block, ``b`` a broadcastable block or a scalar. Integer arithmetic wraps
+    in ``out_dtype`` (callers pick one wide enough); float arithmetic is done in
     ``out_dtype``. Nodata in either input gives ``nd_out``; ``x / 0`` gives NaN.
     """
-    a_, b_, shape = pair(a, b)
+    a = np.asarray(a)
+    out_dtype = np.dtype(out_dtype)
+    z = out_dtype.type(0)
+    nd_out = out_dtype.type(nd_out)
+    loop, loop_scalar = _BINARY[op]
+    if np.ndim(b) == 0 or np.size(b) == 1 and np.ndim(b) <= a.ndim:
+        bs = np.asarray(b).reshape(-1)[0]
+        out = np.empty(a.shape, out_dtype)
+        ta, ha = _typed(nd_a, a.dtype, has_a)
+        tb, hb = _typed(nd_b, bs.dtype, has_b)
+        loop_scalar(_flat(a), bs, z, ta, ha, tb, hb, nd_out, out.reshape(-1))
+        return out
+    b = np.asarray(b)
+    shape = np.broadcast_shapes(a.shape, b.shape)
     out = np.empty(shape, out_dtype)
-    _binary_loop(a_, b_, op, float(nd_a), has_a, float(nd_b), has_b,
-                 out.dtype.type(nd_out), out.reshape(-1))
+    ta, ha = _typed(nd_a, a.dtype, has_a)
+    tb, hb = _typed(nd_b, b.dtype, has_b)
+    loop(_flat_operand(a, shape), _flat_operand(b, shape), z, ta, ha, tb, hb, nd_out,
+         out.reshape(-1))
     return out
 
 
-@jit
-def _nd_loop(a, b, nd_a, has_a, nd_b, has_b, out):
-    sa = a.size > 1
-    sb = b.size > 1
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _nd_loop(a, b, z, nd_a, has_a, nd_b, has_b, out):
     for i in range(out.size):
-        x = np.float64(a[i if sa else 0])
-        y = np.float64(b[i if sb else 0])
+        x = a[i] + z
+        y = b[i] + z
         s = x + y
-        if (has_a and x == nd_a) or (has_b and y == nd_b) or s == 0:
-            out[i] = np.nan
-        else:
-            out[i] = (x - y) / s
+        bad = (has_a & (a[i] == nd_a)) | (has_b & (b[i] == nd_b)) | (s == 0)
+        out[i] = np.nan if bad else (x - y) / s
 
 
 def normalized_difference(a, b, nd_a, has_a, nd_b, has_b, out_dtype):
-    """``(a - b) / (a + b)`` in float ``out_dtype``; nodata, NaN and ``a + b == 0`` give NaN."""
-    a_, b_, shape = pair(a, b)
+    """``(a - b) / (a + b)`` in float ``out_dtype``; nodata, NaN and ``a + b == 0`` give NaN.
+
+    Integers of 16 bits or less are exact in float32, so float32 arithmetic gives the
+    correctly rounded result there; other inputs are computed in float64, then rounded.
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    shape = np.broadcast_shapes(a.shape, b.shape)
     out = np.empty(shape, out_dtype)
-    _nd_loop(a_, b_, float(nd_a), has_a, float(nd_b), has_b, out.reshape(-1))
+    small = all(x.dtype.kind in "iub" and x.dtype.itemsize <= 2 for x in (a, b))
+    z = np.float32(0) if small and np.dtype(out_dtype) == np.float32 else np.float64(0)
+    ta, ha = _typed(nd_a, a.dtype, has_a)
+    tb, hb = _typed(nd_b, b.dtype, has_b)
+    _nd_loop(_flat_operand(a, shape), _flat_operand(b, shape), z, ta, ha, tb, hb,
+             out.reshape(-1))
     return out
