@@ -7,6 +7,8 @@ the same kernel code serves all backends.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import xarray as xr
 
@@ -32,10 +34,9 @@ def lift_map(kernel, *rasters, dtype, kwargs=None, keep_attrs=True, attrs=None, 
     """
     first = rasters[0]
     out = xr.apply_ufunc(
-        kernel, *rasters,
-        kwargs=kwargs or {},
-        dask="parallelized",
-        dask_gufunc_kwargs={"meta": meta_like(first.data, dtype, first.ndim)},
+        _blockwise, *rasters,
+        kwargs={"kernel": kernel, "dtype": np.dtype(dtype), "kwargs": kwargs or {}},
+        dask="allowed",  # _blockwise lifts dask inputs itself, as one fusable layer
         join="override",  # grids were checked; float noise in coords must not drop pixels
         keep_attrs=keep_attrs,
     )
@@ -50,6 +51,29 @@ def lift_map(kernel, *rasters, dtype, kwargs=None, keep_attrs=True, attrs=None, 
     return out
 
 
+def _blockwise(*arrays, kernel, dtype, kwargs):
+    """``kernel(*blocks, **kwargs)`` per aligned chunk; xarray has already ordered the
+    dims and inserted size-1 axes for broadcasting.
+
+    A plain ``blockwise`` layer (not ``apply_gufunc``, whose extra output layer stops
+    dask from fusing the op with what reads its input and what consumes its output).
+    """
+    import dask.array as dsa
+
+    if not any(is_dask(a) for a in arrays):
+        return kernel(*arrays, **kwargs)
+    ndim = max(np.ndim(a) for a in arrays)
+    first = next(a for a in arrays if is_dask(a))
+    args = []
+    for a in arrays:
+        if not is_dask(a):
+            a = dsa.from_array(a, chunks=-1, asarray=False)
+        args += [a, tuple(range(ndim - a.ndim, ndim))]
+    return dsa.blockwise(kernel, tuple(range(ndim)), *args, dtype=dtype,
+                         meta=meta_like(first, dtype, ndim), align_arrays=True,
+                         concatenate=True, **kwargs)
+
+
 def lift_block_counts(kernel, da, *, dims, nbins: int | None, new_dim: str | None = None,
                       new_coord=None, kwargs=None, name=None) -> xr.DataArray:
     """Per-chunk counts over the spatial ``dims``, combined by a tree sum.
@@ -62,11 +86,19 @@ def lift_block_counts(kernel, da, *, dims, nbins: int | None, new_dim: str | Non
     import dask.array as dsa
 
     kwargs = kwargs or {}
-    da = da.transpose(..., *dims)
+    if da.dims[-2:] != tuple(dims):
+        da = da.transpose(..., *dims)
     x = da.data
     lead = da.dims[:-2]
     bins = () if nbins is None else (nbins,)
-    if is_dask(x):
+    if is_dask(x) and nbins is None:
+        # the kernel is the reduction's chunk step, so it fuses with the read (one task
+        # per chunk, as a plain (x == v).sum() gets)
+        data = dsa.reduction(
+            x, functools.partial(_count_chunk, kernel, kwargs), _sum_int64,
+            axis=(x.ndim - 2, x.ndim - 1), dtype=np.int64,
+            meta=meta_like(x, np.int64, x.ndim - 2), concatenate=True)
+    elif is_dask(x):
         nby, nbx = x.numblocks[-2:]
         per_block = x.map_blocks(
             _counts_block, kernel, kwargs, len(bins),
@@ -85,6 +117,11 @@ def lift_block_counts(kernel, da, *, dims, nbins: int | None, new_dim: str | Non
         coords[new_dim] = new_coord
         out_dims = (*lead, new_dim)
     return xr.DataArray(data, dims=out_dims, coords=coords, name=name)
+
+
+def _count_chunk(kernel, kwargs, block, axis, keepdims):
+    out = kernel(block, **kwargs)
+    return out[..., None, None] if keepdims else out
 
 
 def _counts_block(block, kernel, kwargs, nbins_axes):
