@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 
 __all__ = ["connect", "Connection", "compute"]
 
@@ -62,7 +63,8 @@ class Connection:
 
 def connect(address: str | None = None, *, n_workers: int | None = None,
             threads_per_worker: int | None = None, memory_limit=None,
-            dashboard_port: int = 8787, quiet: bool = False, **cluster_kwargs) -> Connection:
+            dashboard_port: int = 8787, quiet: bool = False, jobs: int = 1,
+            timeout: float = 300, **cluster_kwargs) -> Connection:
     """Connect to a Dask cluster and return a :class:`Connection`.
 
     Parameters
@@ -70,23 +72,52 @@ def connect(address: str | None = None, *, n_workers: int | None = None,
     address : str, optional
         ``None`` or ``"local"``: reuse the running client if there is one, else start an
         embedded ``LocalCluster`` sized to this machine and bound to 127.0.0.1.
-        ``"tcp://host:port"``: join an existing scheduler (e.g. the Helm chart's).
+        ``"tcp://host:port"``: join an existing scheduler (e.g. the Helm chart's, or one
+        started by ``cluster/slurm/stengine-batch.sbatch``).
         ``"gpu"``: a ``dask_cuda.LocalCUDACluster`` (one worker per GPU; needs the
         ``gpu`` extra).
+        ``"slurm"``: a ``dask_jobqueue.SLURMCluster`` (needs the ``slurm`` extra): the
+        scheduler runs in this process, ``jobs`` batch jobs are submitted with
+        ``sbatch``, each running Dask workers, and ``connect`` returns once the first
+        worker has joined (the others join as their jobs start). ``cluster_kwargs`` go
+        to ``SLURMCluster`` (``cores``, ``memory``, ``processes``, ``queue``,
+        ``walltime``, ``account``, ``job_extra_directives=["--gres=gpu:1"]``,
+        ``config_name``, ...); what is not given comes from the dask config section
+        ``jobqueue.slurm``, e.g. ``cluster/slurm/jobqueue.yaml`` copied to
+        ``~/.config/dask/``. Leaving the ``with`` block cancels the jobs.
     n_workers, threads_per_worker, memory_limit
         Override the local sizing: by default one worker process per 4 cores, all
         cores used as threads (the numba kernels release the GIL), and 90 % of memory
-        shared between workers.
+        shared between workers. Not used by ``"slurm"`` (use ``cores``/``processes``).
     dashboard_port : int
         Preferred dashboard port on 127.0.0.1 (another is picked if it is taken).
     quiet : bool
         Do not print the dashboard link.
+    jobs : int
+        ``"slurm"`` only: the number of Slurm jobs to submit (``cluster.scale(jobs=)``).
+    timeout : float
+        ``"slurm"`` only: seconds to wait for the first worker before giving up.
+
+    Raises
+    ------
+    ImportError
+        ``"gpu"`` without dask-cuda, ``"slurm"`` without dask-jobqueue.
+    RuntimeError
+        ``"slurm"``: ``sbatch`` refused every job (its error is logged).
+    TimeoutError
+        ``"slurm"``: no worker joined within ``timeout`` seconds; the jobs are cancelled.
+    ValueError
+        An address of another form, or ``"slurm"`` without ``cores``/``memory`` given
+        or configured.
 
     Examples
     --------
     >>> with stengine.connect() as conn:            # doctest: +SKIP
     ...     print(conn.dashboard_link)
     http://127.0.0.1:8787/status
+    >>> with stengine.connect("slurm", jobs=4, cores=8, memory="32GiB",
+    ...                       queue="compute", walltime="02:00:00") as conn:  # doctest: +SKIP
+    ...     stengine.compute(result)
     """
     from distributed import Client, LocalCluster
 
@@ -119,14 +150,84 @@ def connect(address: str | None = None, *, n_workers: int | None = None,
                                    dashboard_address=f"127.0.0.1:{dashboard_port}",
                                    **cluster_kwargs)
         conn = Connection(Client(cluster), cluster, owned=True)
+    elif address == "slurm":
+        conn = _connect_slurm(jobs=jobs, timeout=timeout, **cluster_kwargs)
     elif isinstance(address, str) and "://" in address:
         conn = Connection(Client(address), None, owned=True)
     else:
-        raise ValueError(f"connect: address must be None, 'local', 'gpu' or 'tcp://host:port'; "
-                         f"got {address!r}")
+        raise ValueError(f"connect: address must be None, 'local', 'gpu', 'slurm' or "
+                         f"'tcp://host:port'; got {address!r}")
     if not quiet:
         print(f"stengine: dask dashboard at {conn.dashboard_link}", file=sys.stderr)
     return conn
+
+
+def _connect_slurm(*, jobs: int, timeout: float, **cluster_kwargs) -> Connection:
+    """``connect("slurm")``: a ``SLURMCluster`` scaled to ``jobs`` jobs, once a worker is in."""
+    import dask
+    from distributed import Client
+
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError as e:
+        raise ImportError("connect('slurm') needs dask-jobqueue: "
+                          "pip install 'stengine[slurm]'") from e
+    section = f"jobqueue.{cluster_kwargs.get('config_name') or 'slurm'}"
+    missing = [k for k in ("cores", "memory")
+               if cluster_kwargs.get(k) is None and dask.config.get(f"{section}.{k}", None) is None]
+    if missing:
+        raise ValueError(f"connect('slurm') needs {' and '.join(missing)} per job: pass e.g. "
+                         f"cores=8, memory='32GiB', or set them in the dask config section "
+                         f"{section!r} (copy cluster/slurm/jobqueue.yaml to ~/.config/dask/)")
+    cluster = SLURMCluster(**cluster_kwargs)
+    client = None
+    try:
+        cluster.scale(jobs=jobs)
+        client = Client(cluster)
+        _wait_for_slurm_worker(client, cluster, jobs=jobs, timeout=timeout)
+    except BaseException as e:
+        queue = (cluster_kwargs.get("queue") or dask.config.get(f"{section}.queue", None)
+                 or "the default partition")
+        job_ids = [j.job_id for j in list(cluster.workers.values()) if j.job_id]
+        if client is not None:
+            client.close()
+        # distributed asserts on a job that sbatch refused (it never started): the
+        # scheduler is closed by then, so only that complaint is dropped
+        with contextlib.suppress(AssertionError):
+            cluster.close()
+        if isinstance(e, _SbatchFailed):
+            raise RuntimeError(
+                f"connect('slurm'): sbatch refused the job(s) for partition {queue!r}; its "
+                f"error is logged above (e.g. 'invalid partition specified', or memory/cores "
+                f"the partition cannot give). `sinfo` lists partitions and their nodes.") from None
+        if isinstance(e, TimeoutError):
+            raise TimeoutError(
+                f"connect('slurm'): no Dask worker joined within {timeout:g} s; {jobs} job(s) "
+                f"were submitted to partition {queue!r} (job ids: {', '.join(job_ids)}) and "
+                f"are now cancelled. They may have been waiting in the queue, or failed to "
+                f"start a worker: check `squeue -u $USER`, `sinfo -p <partition>` and the job "
+                f"logs (pass log_directory=...), or pass timeout= to wait longer.") from e
+        raise
+    return Connection(client, cluster, owned=True)
+
+
+class _SbatchFailed(Exception):
+    """Every job of a SLURMCluster was refused by sbatch."""
+
+
+def _wait_for_slurm_worker(client, cluster, *, jobs: int, timeout: float) -> None:
+    """Wait for the first worker; fail early when sbatch refused every job."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.wait_for_workers(1, timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+            return
+        except TimeoutError:
+            submitted = list(cluster.workers.values())  # filled once every sbatch has returned
+            if len(submitted) >= jobs and not any(j.job_id for j in submitted):
+                raise _SbatchFailed() from None
+            if time.monotonic() >= deadline:
+                raise
 
 
 def compute(*objs, progress: bool = True, **kwargs):
