@@ -469,7 +469,9 @@ def _focal_dask(x, nbr, code, skipna):
             local_pos.append(idx)
         local_pos = np.concatenate(local_pos)
         order = np.argsort(local_pos)
-        remap = np.full(rows.shape, -1, np.int32)  # int32: the graph carries one per cell
+        # the graph carries one entry per cell and ring slot: the narrowest int that holds
+        # the chunk's local positions keeps a global k-ring graph small
+        remap = np.full(rows.shape, -1, np.int16 if local_pos.size < 2**15 else np.int32)
         ok = rows >= 0
         remap[ok] = order[np.searchsorted(local_pos[order], rows[ok])]
         dsk[(name, *lead, i)] = (_focal_gather, keys, takes, remap, code, skipna)

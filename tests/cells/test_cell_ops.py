@@ -60,6 +60,20 @@ def test_focal_matches_reference(stat, k, chunk_level):
     assert np.allclose(got.values, _focal_ref(cube, k, stat), equal_nan=True)
 
 
+@pytest.mark.parametrize("chunk", [35_000, 1_000])
+def test_focal_large_and_small_chunks(chunk):
+    # chunks of more than 2**15 local cells take the int32 position map, small ones int16
+    c = h3i.latlng_to_cell(50.0, 10.0, 7)
+    ids = np.array(sorted(h3i.grid_disk(c, 116)), np.uint64)  # 40,717 cells
+    v = np.random.default_rng(1).random(ids.size)
+    cube = C.make_cell_cube(v, ids, grid="h3", level=7).chunk({"cells": chunk})
+    got = cell_focal(cube, 1, stat="sum").values
+    ring = sth3.grid_disk(ids, 1)
+    pos = np.searchsorted(ids, ring).clip(0, ids.size - 1)
+    inside = (ring != 0) & (ids[pos] == ring)
+    assert np.allclose(got, np.where(inside, v[pos], 0.0).sum(axis=1))
+
+
 def test_focal_pentagon_and_stencil_gap():
     pent = h3i.get_pentagons(4)[2]
     ids = np.array(sorted(h3i.grid_disk(pent, 3)), np.uint64)
