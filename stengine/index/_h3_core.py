@@ -377,17 +377,14 @@ for _n in range(1, 6):
 
 
 @jit
-def fijk_to_cell(face, i, j, k, res):
-    """H3's ``_faceIjkToH3``: int64 cell id, or 0 for coordinates off the face.
+def walk_up(a, b, res, stop):
+    """Aperture-7 steps from axial ``(a, b)`` at ``res`` up to ``stop``.
 
-    Works in axial coordinates ``(a, b) = (i - k, j - k)``, in which H3's aperture-7
-    steps are linear maps and IJK normalisation is the identity.
+    Returns the digits of levels ``stop + 1 .. res`` (unrotated, in their places of an H3
+    index, all other bits zero) and the axial coordinates of the ancestor at ``stop``.
     """
-    a = np.int64(i - k)
-    b = np.int64(j - k)
-    unused = (np.int64(1) << (3 * (15 - res))) - 1
-    h = CELL_MODE | (np.int64(res) << 52) | unused
-    for r in range(res - 1, -1, -1):
+    h = np.int64(0)
+    for r in range(res - 1, stop - 1, -1):
         if (r + 1) % 2 == 1:  # Class III child: up ccw, back down ccw
             pa = _round7(3 * a - b)
             pb = _round7(a + 2 * b)
@@ -404,11 +401,53 @@ def fijk_to_cell(face, i, j, k, res):
         h |= np.int64(digit) << (3 * (14 - r))
         a = pa
         b = pb
+    return h, a, b
+
+
+@jit
+def digit_mask(lo, hi):
+    """Bits of the digits of levels ``lo .. hi`` in an H3 index."""
+    if hi < lo:
+        return np.int64(0)
+    return ((np.int64(1) << (3 * (hi - lo + 1))) - 1) << (3 * (15 - hi))
+
+
+@jit
+def rotate_digits(h, rots, lo, hi):
+    """Digits ``lo .. hi`` of ``h`` turned ``rots`` times 60° counter-clockwise."""
+    for r in range(lo, hi + 1):
+        h = set_digit(h, r, ROT_CCW_N[rots, get_digit(h, r)])
+    return h
+
+
+@jit
+def fijk_to_cell(face, i, j, k, res):
+    """H3's ``_faceIjkToH3``: int64 cell id, or 0 for coordinates off the face.
+
+    Works in axial coordinates ``(a, b) = (i - k, j - k)``, in which H3's aperture-7
+    steps are linear maps and IJK normalisation is the identity.
+    """
+    unused = (np.int64(1) << (3 * (15 - res))) - 1
+    digits, a, b = walk_up(np.int64(i - k), np.int64(j - k), res, 0)
+    h = CELL_MODE | (np.int64(res) << 52) | unused | digits
+    return finish_cell(h, face, a, b, res)
+
+
+@jit
+def base_rotations(face, a, b):
+    """(base cell, 60° ccw rotations) of the res-0 axial ``(a, b)`` on ``face``; (-1, 0) off it."""
     i, j, k = _normalize(a, b, 0)
     if i > 2 or j > 2 or k > 2:
+        return -1, 0
+    return FACE_IJK_BC[face, i, j, k, 0], FACE_IJK_BC[face, i, j, k, 1]
+
+
+@jit
+def finish_cell(h, face, a, b, res):
+    """Base cell and rotations of index ``h`` (digits unrotated) from its res-0 ``(a, b)``."""
+    bc, rots = base_rotations(face, a, b)
+    if bc < 0:
         return np.int64(0)
-    bc = FACE_IJK_BC[face, i, j, k, 0]
-    rots = FACE_IJK_BC[face, i, j, k, 1]
     h = h | (np.int64(bc) << 45)
     if IS_PENTAGON[bc]:
         # H3 turns a pentagon's digits one 60° step at a time, and once more whenever the
@@ -433,8 +472,7 @@ def fijk_to_cell(face, i, j, k, res):
                 n += 1
         rots = n % 6
     if rots:
-        for r in range(1, res + 1):
-            h = set_digit(h, r, ROT_CCW_N[rots, get_digit(h, r)])
+        h = rotate_digits(h, rots, 1, res)
     return h
 
 

@@ -63,18 +63,36 @@ def test_lonlat_to_cell_equals_h3_special(level):
     assert np.array_equal(sth3.lonlat_to_cell(lon, lat, level), h3_cells(lon, lat, level))
 
 
-@pytest.mark.parametrize("level", [1, 4, 5, 6, 8])
+@pytest.mark.parametrize("level", [1, 4, 5, 6, 8, 9, 11, 13])
 def test_grid_to_cells_equals_h3_on_pixel_centres(level):
-    # a 30" grid window over an icosahedron vertex (pentagon) and a global coarse grid
+    # a 30" grid window over an icosahedron vertex (pentagon), a global coarse grid, and
+    # 1" grids on a pentagon centre and across an icosahedron face edge (pixels much
+    # smaller than cells: the kernel reuses ancestors' digits between neighbours)
     lon = 10.5 + (np.arange(150) + 0.5) / 120
     lat = 64.9 - (np.arange(110) + 0.5) / 120
     lon2 = -180 + (np.arange(120) + 0.5) * 3
     lat2 = 90 - (np.arange(60) + 0.5) * 3
-    for lo, la in ((lon, lat), (lon2, lat2)):
+    plat, plon = h3i.cell_to_latlng(h3i.get_pentagons(0)[3])
+    lon3 = plon - 0.02 + (np.arange(144) + 0.5) / 3600
+    lat3 = plat + 0.02 - (np.arange(144) + 0.5) / 3600
+    elon, elat = _face_edge_point()
+    lon4 = elon - 0.02 + (np.arange(144) + 0.5) / 3600
+    lat4 = elat + 0.02 - (np.arange(144) + 0.5) / 3600
+    for lo, la in ((lon, lat), (lon2, lat2), (lon3, lat3), (lon4, lat4)):
         got = sth3.grid_to_cells(lo, la, level)
         X, Y = np.meshgrid(lo, la)
         assert np.array_equal(got, h3_cells(X, Y, level))
         assert np.array_equal(got, sth3.lonlat_to_cell(X, Y, level))
+
+
+def _face_edge_point():
+    """(lon, lat) of a point on an icosahedron face edge: the cells on either side of it
+    have base cells on different faces."""
+    from stengine.index._h3_core import FACE_CENTER, FACE_NEIGHBORS
+
+    m = FACE_CENTER[0] + FACE_CENTER[FACE_NEIGHBORS[0, 1, 0]]
+    m /= np.linalg.norm(m)
+    return float(np.degrees(np.arctan2(m[1], m[0]))), float(np.degrees(np.arcsin(m[2])))
 
 
 def test_fast_path_within_tolerance_of_exact_path():
