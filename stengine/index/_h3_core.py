@@ -477,6 +477,35 @@ def finish_cell(h, face, a, b, res):
 
 
 @jit
+def fijk_to_cell_near(face, i, j, k, res, up, anc):
+    """``fijk_to_cell`` for a stream of neighbouring pixels.
+
+    Neighbouring pixels usually share the ancestor ``up`` levels above ``res``: ``anc``
+    (int64[5]: face, axial a and b of the last such ancestor, its cell bits and its
+    rotation count; ``anc[0] < 0`` when empty) keeps its digits, base cell and rotation, so a pixel walks only ``up``
+    levels. Pentagon base cells are not cached: their rotation depends on the leading
+    non-zero digit.
+    """
+    stop = res - up
+    digits, a, b = walk_up(np.int64(i - k), np.int64(j - k), res, stop)
+    if anc[0] == face and anc[1] == a and anc[2] == b:
+        return anc[3] | rotate_digits(digits, anc[4], stop + 1, res)
+    hi, a0, b0 = walk_up(a, b, stop, 0)
+    head = CELL_MODE | (np.int64(res) << 52) | ((np.int64(1) << (3 * (15 - res))) - 1)
+    cell = finish_cell(head | hi | digits, face, a0, b0, res)
+    bc, rots = base_rotations(face, a0, b0)
+    if cell != 0 and not IS_PENTAGON[bc]:
+        anc[0] = face
+        anc[1] = a
+        anc[2] = b
+        anc[3] = cell & ~digit_mask(stop + 1, res)
+        anc[4] = rots
+    else:
+        anc[0] = -1
+    return cell
+
+
+@jit
 def vec3_to_cell(px, py, pz, res, axes):
     face, i, j, k = _point_to_fijk(px, py, pz, res, axes)
     return fijk_to_cell(face, i, j, k, res)

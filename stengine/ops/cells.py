@@ -158,10 +158,11 @@ def to_cells(da, grid: str = "h3", *, level: int, stat: str = "mean", classes=No
         while True:
             state = _k.empty_state(cap, vals.shape[0], spec)
             if ids is None:
-                from ..index._h3_arrays import axes, grid_trig
+                from ..index._h3_arrays import ancestor_steps, axes, grid_trig
 
-                ok = _k.agg_h3_grid(vals, *grid_trig(lon, lat), level, axes(level), ndv,
-                                    has_nd, *state, cls_arr, lut, lut_off)
+                ok = _k.agg_h3_grid(vals, *grid_trig(lon, lat), level, axes(level),
+                                    ancestor_steps(lon, lat, level), ndv, has_nd, *state,
+                                    cls_arr, lut, lut_off)
             else:
                 ok = _k.agg_ids(vals, ids, ndv, has_nd, *state, cls_arr, lut, lut_off)
             if ok:
