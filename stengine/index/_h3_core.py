@@ -483,8 +483,8 @@ def fijk_to_cell_near(face, i, j, k, res, up, anc):
     Neighbouring pixels usually share the ancestor ``up`` levels above ``res``: ``anc``
     (int64[5]: face, axial a and b of the last such ancestor, its cell bits and its
     rotation count; ``anc[0] < 0`` when empty) keeps its digits, base cell and rotation,
-    so a pixel walks only ``up`` levels. Pentagon base cells are not cached: their rotation depends on the leading
-    non-zero digit.
+    so a pixel walks only ``up`` levels. Pentagon base cells are not cached: their
+    rotation depends on the leading non-zero digit.
     """
     stop = res - up
     digits, a, b = walk_up(np.int64(i - k), np.int64(j - k), res, stop)
