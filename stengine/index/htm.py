@@ -347,12 +347,7 @@ def cover(region, level: int, *, interior: bool = False, max_ranges: int | None 
     desc = reg._descriptor()
     out = budgeted(lambda budget: _geom.cover_space(*desc, _EPS, level, bool(interior), budget),
                    max_ranges)
-    if max_ranges and len(out) > max_ranges:
-        if interior:
-            out = ranges.largest(out, max_ranges)
-        else:
-            out = ranges.simplify(out, max_ranges)
-    return out
+    return ranges.limit(out, max_ranges, interior)
 
 
 def cover_cap(lon, lat, radius_deg, level: int, *, interior: bool = False,

@@ -247,12 +247,7 @@ class KeyScheme:
             out = self._cover_coupled(reg, iv is not None, qs, qe, max_ranges, interior)
         else:
             out = self._cover_product(reg, qs, qe, max_ranges, interior)
-        if max_ranges and len(out) > max_ranges:
-            if interior:
-                out = ranges.largest(out, max_ranges)
-            else:
-                out = ranges.simplify(out, max_ranges)
-        return out
+        return ranges.limit(out, max_ranges, interior)
 
     def _cover_coupled(self, reg: Region | None, has_time, qs, qe, max_ranges, interior):
         if reg is None:

@@ -33,6 +33,7 @@ __all__ = [
     "difference",
     "simplify",
     "largest",
+    "limit",
     "from_ids",
     "contains",
     "overlapping",
@@ -162,6 +163,14 @@ def largest(ranges, max_ranges: int) -> np.ndarray:
     length = r[:, 1] - r[:, 0]
     keep = np.argsort(-length.astype(np.float64), kind="stable")[:max_ranges]
     return r[np.sort(keep)]
+
+
+def limit(ranges, max_ranges: int | None, interior: bool = False) -> np.ndarray:
+    """At most ``max_ranges`` ranges: an envelope grows (:func:`simplify`), an interior
+    shrinks (:func:`largest`), so each stays what it claims to be. ``None``: unchanged."""
+    if not max_ranges or len(ranges) <= max_ranges:
+        return ranges
+    return largest(ranges, max_ranges) if interior else simplify(ranges, max_ranges)
 
 
 def from_ids(ids) -> np.ndarray:
