@@ -12,6 +12,9 @@ __all__ = [
     "UDFError",
     "StoreError",
     "StoreNotFoundError",
+    "StoreLockedError",
+    "StoreCorruptError",
+    "AppendMismatchError",
     "IndexRangeError",
 ]
 
@@ -46,6 +49,18 @@ class StoreError(StEngineError, OSError):
 
 class StoreNotFoundError(StoreError, FileNotFoundError):
     """A store or file the call needs does not exist."""
+
+
+class StoreLockedError(StoreError, TimeoutError):
+    """Another process holds the store's write lock and did not release it in time."""
+
+
+class StoreCorruptError(StoreError):
+    """A store's metadata or a chunk is missing or unreadable; the message names both."""
+
+
+class AppendMismatchError(StoreError, ValueError):
+    """Data appended to a store does not match it (grid, CRS, variables, dtype, time)."""
 
 
 class IndexRangeError(StEngineError, ValueError):

@@ -1,0 +1,3 @@
+"""Placeholder: being written (see CONTRACT.md)."""
+__all__ = ["GridSampler", "RandomSampler", "CellSampler", "TripletSampler"]
+GridSampler = RandomSampler = CellSampler = TripletSampler = None
