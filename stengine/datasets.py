@@ -14,7 +14,15 @@ koppen_geiger          (the same, ingested to Zarr)    tiled, zstd-compressed Za
 land_mask              global-land-mask==1.0.0 wheel   bool 21600×43200 (True = land),
                                                        1/120°, EPSG:4326
 naturalearth_countries pyogrio (installed)             177 country polygons, EPSG:4326
+linke_turbidity        pvlib==0.16.1 wheel             12-month Linke turbidity cube,
+                                                       float32 (time, y, x) 2160×4320,
+                                                       1/12°, EPSG:4326 (Zarr cache)
+altitude               pvlib==0.16.1 wheel             float32 altitude (m), 2160×4320,
+                                                       1/12°, NaN = nodata (Zarr cache)
 =====================  ==============================  ================================
+
+The pvlib HDF5 files are read through GDAL's HDF5 driver (rasterio, ``/vsizip/``): h5py
+is not needed.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["cache_dir", "fetch_wheel", "koppen_geiger_path", "koppen_geiger", "land_mask",
-           "naturalearth_countries", "KOPPEN_CLASSES"]
+           "naturalearth_countries", "linke_turbidity", "altitude", "KOPPEN_CLASSES"]
 
 KOPPEN_CLASSES = {1: "A tropical", 2: "B arid", 3: "C temperate", 4: "D cold", 5: "E polar"}
 
@@ -123,3 +131,94 @@ def naturalearth_countries():
         raise FileNotFoundError(f"Natural Earth countries not found at {path}; pyogrio's "
                                 "wheel ships them under tests/fixtures")
     return gpd.read_file(path)
+
+
+_PVLIB = ("pvlib", "0.16.1")
+_LINKE_RES = 1 / 12
+
+
+def _pvlib_h5(name: str) -> str:
+    whl = fetch_wheel(*_PVLIB)
+    return f"/vsizip/{{{whl.resolve()}}}/pvlib/data/{name}"
+
+
+def _read_h5(name: str) -> np.ndarray:
+    """The uint8 array of one of pvlib's HDF5 files, via GDAL's HDF5 driver."""
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    path = _pvlib_h5(name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                return src.read()
+    except rasterio.errors.RasterioIOError as e:  # pragma: no cover - GDAL without HDF5
+        raise RuntimeError(f"could not read {name} from the pvlib wheel through GDAL's HDF5 "
+                           f"driver ({e}); this GDAL build lacks HDF5 (rasterio wheels ship "
+                           "it), or install h5py and read the file directly") from e
+
+
+def _pvlib_cube(store_name: str, build, *, chunk: int):
+    from .io import open_cube, to_zarr
+
+    store = cache_dir() / store_name
+    if not (store / "zarr.json").exists():
+        da = build()
+        to_zarr(da, store, chunks={"y": chunk, "x": chunk})
+    return open_cube(store)
+
+
+def _linke_grid():
+    from affine import Affine
+
+    from .grid import Grid
+
+    r = _LINKE_RES
+    return Grid("EPSG:4326", Affine(r, 0, -180.0, 0, -r, 90.0), (2160, 4320))
+
+
+def linke_turbidity(*, chunk: int = 1080):
+    """The global monthly Linke turbidity climatology as a lazy Zarr-backed cube.
+
+    pvlib's ``LinkeTurbidities.h5`` (uint8, value / 20) as float32 ``(time, y, x)``
+    = 12 × 2160 × 4320 on a 1/12° EPSG:4326 grid (rows from 90° N, columns from
+    180° W). ``time`` holds the middle of each month of a nominal year (2000): it is a
+    climatology, not a time series. Cached as ``<cache>/linke_turbidity_v1.zarr``.
+    """
+    import pandas as pd
+
+    from .cube import make_raster
+
+    def build():
+        raw = _read_h5("LinkeTurbidities.h5")  # GDAL: (2160 bands = rows, 4320, 12)
+        cube = np.ascontiguousarray(np.moveaxis(raw, 2, 0)).astype(np.float32) / 20
+        times = pd.date_range("2000-01-01", periods=12, freq="MS") + pd.Timedelta(days=14)
+        return make_raster(cube, _linke_grid(), dims=("time", "y", "x"),
+                           coords={"time": times.values.astype("datetime64[ns]")},
+                           name="linke_turbidity",
+                           attrs={"units": "1", "source": "pvlib 0.16.1 LinkeTurbidities.h5",
+                                  "period": "monthly climatology, nominal year 2000"})
+
+    return _pvlib_cube("linke_turbidity_v1.zarr", build, chunk=chunk)
+
+
+def altitude(*, chunk: int = 1080):
+    """Coarse global altitude (m) from pvlib's ``Altitude.h5`` as a lazy Zarr-backed raster.
+
+    float32 ``(y, x)`` = 2160 × 4320 on the same 1/12° grid as :func:`linke_turbidity`;
+    metres = v · 28 − 450 for the stored uint8 v, and 255 (nodata) becomes NaN. Cached as
+    ``<cache>/altitude_v1.zarr``.
+    """
+    from .cube import make_raster
+
+    def build():
+        raw = _read_h5("Altitude.h5")[0]
+        alt = raw.astype(np.float32) * 28 - 450
+        alt[raw == 255] = np.nan
+        return make_raster(alt, _linke_grid(), name="altitude",
+                           attrs={"units": "m", "source": "pvlib 0.16.1 Altitude.h5"})
+
+    return _pvlib_cube("altitude_v1.zarr", build, chunk=chunk)
