@@ -65,14 +65,18 @@ def check_level(level, *, op: str = "h3", name: str = "level") -> int:
 
 
 def _check_lonlat(lon, lat, op):
+    """float64 lon, lat; refuses non-finite values and |lat| > 90 in one vectorised pass."""
     lon = np.asarray(lon, dtype=np.float64)
     lat = np.asarray(lat, dtype=np.float64)
-    if lon.size and not (np.isfinite(lon).all() and np.isfinite(lat).all()):
-        raise IndexRangeError(f"{op}: lon and lat must be finite degrees; got NaN or inf")
-    if lat.size and np.abs(lat).max() > 90.0:
-        raise IndexRangeError(f"{op}: lat must be in [-90, 90] degrees; got values up to "
-                              f"{np.abs(lat).max():g}. Are lon and lat swapped, or is the "
-                              "data projected (pass a CRS)?")
+    if lon.size and not (np.isfinite(lon.min()) and np.isfinite(lon.max())):  # NaN propagates
+        i = int(np.flatnonzero(~np.isfinite(lon.ravel()))[0])
+        raise IndexRangeError(f"{op}: lon must be finite degrees (any finite value wraps); got "
+                              f"lon[{i}] = {lon.ravel()[i]}. Drop or fill it.")
+    if lat.size and not (lat.min() >= -90.0 and lat.max() <= 90.0):  # NaN fails both
+        i = int(np.flatnonzero(~((lat.ravel() >= -90.0) & (lat.ravel() <= 90.0)))[0])
+        raise IndexRangeError(f"{op}: lat must be in [-90, 90] degrees; got lat[{i}] = "
+                              f"{lat.ravel()[i]}. Drop or fill it; are lon and lat swapped, or "
+                              "is the data projected (pass a CRS)?")
     return lon, lat
 
 
@@ -277,6 +281,12 @@ def cells_in_bbox(bbox, level: int) -> np.ndarray:
     """
     level = check_level(level, op="cells_in_bbox")
     w, s, e, n = map(float, bbox)
+    if not (-90.0 <= s <= 90.0 and -90.0 <= n <= 90.0):
+        raise IndexRangeError(f"cells_in_bbox: bbox south and north must be latitudes in "
+                              f"[-90, 90] degrees; got bbox={bbox!r}")
+    if not (math.isfinite(w) and math.isfinite(e)):
+        raise IndexRangeError(f"cells_in_bbox: bbox west and east must be finite longitudes; "
+                              f"got bbox={bbox!r}")
     if not (e > w and n > s):
         raise ValueError(f"cells_in_bbox: bbox must be (west, south, east, north) with east > "
                          f"west and north > south; got {bbox!r}")

@@ -80,7 +80,8 @@ def check_level(level, *, where: str, name: str = "level") -> int:
     return int(level)
 
 
-def _lonlat_block(lon, lat, level):
+def lonlat_block(lon, lat, level, *, where: str = "lonlat_to_id"):
+    """:func:`lonlat_to_id` on numpy input; errors name ``where``."""
     lon_b, lat_b = np.broadcast_arrays(np.asarray(lon, dtype=np.float64),
                                        np.asarray(lat, dtype=np.float64))
     shape = lon_b.shape
@@ -90,10 +91,11 @@ def _lonlat_block(lon, lat, level):
     bad = _geom.lonlat_to_id(lon_f, lat_f, level, out)
     if bad >= 0:
         if not np.isfinite(lon_f[bad]):
-            raise IndexRangeError(f"lonlat_to_id: lon must be finite degrees; got lon[{bad}] = "
-                                  f"{lon_f[bad]}")
-        raise IndexRangeError(f"lonlat_to_id: lat must be in [-90, 90] degrees; got "
-                              f"lat[{bad}] = {lat_f[bad]}")
+            raise IndexRangeError(f"{where}: lon must be finite degrees (any finite value "
+                                  f"wraps); got lon[{bad}] = {lon_f[bad]}. Drop or fill it.")
+        raise IndexRangeError(f"{where}: lat must be in [-90, 90] degrees; got lat[{bad}] = "
+                              f"{lat_f[bad]}. Drop or fill it; are lon and lat swapped, or is "
+                              "the data projected?")
     return out.reshape(shape)
 
 
@@ -130,8 +132,8 @@ def lonlat_to_id(lon, lat, level: int):
         import dask.array as dsa
 
         lon, lat = dsa.broadcast_arrays(dsa.asarray(lon), dsa.asarray(lat))
-        return dsa.map_blocks(_lonlat_block, lon, lat, level, dtype=np.uint64)
-    return _lonlat_block(lon, lat, level)
+        return dsa.map_blocks(lonlat_block, lon, lat, level, dtype=np.uint64)
+    return lonlat_block(lon, lat, level)
 
 
 def _as_ids(ids, where):

@@ -139,8 +139,19 @@ class KeyScheme:
     # encode / decode ------------------------------------------------------
     def encode_ids(self, hids, cells) -> np.ndarray:
         """Keys of level-``level`` trixel ids and time cells (uint64 arrays)."""
-        h = np.ascontiguousarray(hids, dtype=np.uint64).reshape(-1)
-        k = np.ascontiguousarray(cells, dtype=np.uint64).reshape(-1)
+        h = _uint_ids(hids, "hids", self.level).reshape(-1)
+        k = _uint_ids(cells, "cells", self.level).reshape(-1)
+        if h.shape != k.shape:
+            raise IndexRangeError(f"KeyScheme.encode_ids: hids and cells must have one shape; "
+                                  f"got {np.shape(hids)} and {np.shape(cells)}")
+        lo, hi = 8 << (2 * self.level), 16 << (2 * self.level)
+        if h.size and (int(h.min()) < lo or int(h.max()) >= hi):
+            bad = h[(h < np.uint64(lo)) | (h >= np.uint64(hi))][0]
+            raise IndexRangeError(f"KeyScheme.encode_ids: hids must be level-{self.level} HTM ids "
+                                  f"in [{lo}, {hi}); got {int(bad)}. Encode points with encode().")
+        if k.size and int(k.max()) >> self._tbits:
+            raise IndexRangeError(f"KeyScheme.encode_ids: cells must be level-{self.level} time "
+                                  f"cells in [0, {1 << self._tbits}); got {int(k.max())}")
         if self.kind == "htmst":
             out = np.empty(h.size, np.uint64)
             _keys.interleave(h, k, self.level, self.b, out)
@@ -158,14 +169,24 @@ class KeyScheme:
         Raises :class:`~stengine.errors.IndexRangeError` for latitudes outside
         [-90, 90], non-finite longitudes or times outside ``[t0, t1)``.
         """
-        ns = to_ns(time, where=f"KeyScheme({self.kind!r}).encode")
-        return self.encode_ns(lon, lat, ns)
+        where = f"KeyScheme({self.kind!r}).encode"
+        ns = to_ns(time, where=where, within=(self.t0, self.t1))
+        return self._encode_ns(lon, lat, ns, where)
 
     def encode_ns(self, lon, lat, ns) -> np.ndarray:
         """Like :meth:`encode` with times as int64 ns since 1970."""
-        hid = htm.lonlat_to_id(lon, lat, self.level)
-        cells = self.time.encode_ns(np.broadcast_to(ns, hid.shape), self.level,
-                                    where=f"KeyScheme({self.kind!r}).encode")
+        return self._encode_ns(lon, lat, ns, f"KeyScheme({self.kind!r}).encode_ns")
+
+    def _encode_ns(self, lon, lat, ns, where):
+        lon, lat = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
+        try:
+            shape = np.broadcast_shapes(lon.shape, lat.shape, np.shape(ns))
+        except ValueError:
+            raise IndexRangeError(f"{where}: lon, lat and time must broadcast together; got "
+                                  f"shapes {lon.shape}, {lat.shape} and {np.shape(ns)}") from None
+        hid = htm.lonlat_block(np.broadcast_to(lon, shape), np.broadcast_to(lat, shape),
+                               self.level, where=where)
+        cells = self.time.encode_ns(np.broadcast_to(ns, shape), self.level, where=where)
         return self.encode_ids(hid, cells)
 
     def decode(self, keys) -> tuple[np.ndarray, np.ndarray]:
@@ -325,6 +346,16 @@ class KeyScheme:
         # "+" not "|": a stop may be 2**minor_bits, one past the last minor value
         out = np.stack([base + minors[None, :, 0], base + minors[None, :, 1]], axis=-1)
         return ranges.normalize(out.reshape(-1, 2))
+
+
+def _uint_ids(v, name, level) -> np.ndarray:
+    a = np.asarray(v)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"KeyScheme.encode_ids: {name} must be integers (uint64); got dtype "
+                        f"{a.dtype}")
+    if a.dtype.kind == "i" and a.size and int(a.min()) < 0:
+        raise IndexRangeError(f"KeyScheme.encode_ids: {name} must be >= 0; got {int(a.min())}")
+    return np.ascontiguousarray(a, dtype=np.uint64)
 
 
 def _scheme(kind, level, t0, t1, fanout) -> KeyScheme:

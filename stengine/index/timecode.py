@@ -40,41 +40,136 @@ _MAX_DURATION = 1 << 62  # ns (146 years): keeps the integer arithmetic inside 6
 _M32 = np.uint64(0xFFFFFFFF)
 
 
-def to_ns(times, *, where: str = "time", name: str = "time") -> np.ndarray:
+NS_MIN = int(np.iinfo(np.int64).min) + 1  # int64 min is NaT
+NS_MAX = int(np.iinfo(np.int64).max)
+NS_RANGE = "[1677-09-21T00:12:43.145224193, 2262-04-11T23:47:16.854775807]"
+_SUB_NS = ("ps", "fs", "as")
+
+
+def _fmt_ns(ns: int) -> str:
+    return str(np.datetime64(int(ns), "ns"))
+
+
+def _first(mask) -> int:
+    return int(np.flatnonzero(np.ravel(mask))[0])
+
+
+def _at(arr, i) -> str:
+    return "" if np.ndim(arr) == 0 else f" (at index {i})"
+
+
+def _out_of_range(where, name, value, at, within) -> IndexRangeError:
+    if within is None:
+        valid = f"within the datetime64[ns] range {NS_RANGE}"
+        fix = ("Times are held as int64 nanoseconds since 1970 UTC; pass times within that "
+               "range (drop or correct the others).")
+    else:
+        valid = (f"in the task interval [{_fmt_ns(within[0])}, {_fmt_ns(within[1])}) of this "
+                 f"index (and any time within the datetime64[ns] range {NS_RANGE})")
+        fix = "Drop or correct those records, or build the index on a task interval holding them."
+    return IndexRangeError(f"{where}: {name} must be {valid}; got {value}{at}. {fix}")
+
+
+def _datetime64_to_ns(arr: np.ndarray, where, name, within) -> np.ndarray:
+    """int64 ns of a ``datetime64`` array of any unit; refuses values past the ns range."""
+    unit, _ = np.datetime_data(arr.dtype)
+    if arr.dtype == np.dtype("datetime64[ns]"):
+        return arr.view(np.int64).copy()  # a copy, as for every other unit
+    nat = np.isnat(arr)
+    try:
+        with np.errstate(over="ignore"):
+            ns = arr.astype("datetime64[ns]")
+    except OverflowError:  # some numpy versions raise instead of wrapping
+        ns = None
+    if unit in _SUB_NS or unit == "generic":
+        # finer units always fit (int64 ps span +-106 days); they are floored to whole ns
+        return ns.view(np.int64)
+    # numpy wraps silently on overflow: a value is representable iff it round-trips
+    bad = ~nat if ns is None else ~nat & (np.isnat(ns) | (ns.astype(arr.dtype) != arr))
+    if bad.any():
+        i = _first(bad)
+        raise _out_of_range(where, name, np.ravel(arr)[i], _at(arr, i), within)
+    return ns.view(np.int64)
+
+
+def to_ns(times, *, where: str = "time", name: str = "time", within=None) -> np.ndarray:
     """Nanoseconds since 1970-01-01 UTC (int64) of datetime-like values.
 
-    Accepts ``datetime64`` arrays, pandas Series/Index/Timestamps, ``datetime``
-    objects and ISO strings; tz-aware values are converted to UTC, naive ones are
-    taken as UTC. Raises :class:`IndexRangeError` for NaT / unparsable values.
+    The one conversion every index function uses for times.
 
+    Parameters
+    ----------
+    times : datetime-like or array_like
+        ``datetime64`` arrays or scalars of any unit (``s``, ``ms``, ``us``, ``ns``,
+        ``D``, ...; finer than ns is floored to whole ns), pandas Series, Index or
+        Timestamps of any unit, ``datetime``/``date`` objects, or ISO 8601 strings.
+        tz-aware values are converted to UTC; naive ones are taken as UTC.
+    where, name : str
+        The calling function and the argument, named in errors.
+    within : (int, int), optional
+        The task interval ``[t0, t1)`` (ns) of the caller's index, named in the error
+        for times outside the ns range (the caller checks the interval itself).
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 ns of ``times``' shape, exact for every representable instant.
+
+    Raises
+    ------
+    IndexRangeError
+        NaT (missing times), unparsable strings, or instants outside the int64
+        nanosecond range [1677-09-21T00:12:43.145224193, 2262-04-11T23:47:16.854775807]
+        (which numpy would otherwise wrap silently).
+    TypeError
+        Numbers or timedeltas (convert with ``pandas.to_datetime(values, unit=...)``).
+
+    Examples
+    --------
     >>> to_ns(["1970-01-01T00:00:01"]).tolist()
     [1000000000]
+    >>> to_ns(np.array(["1970-01-02"], "datetime64[D]")).tolist()
+    [86400000000000]
     """
     tz = getattr(getattr(times, "dtype", None), "tz", None)
     if tz is not None:  # tz-aware pandas Series / DatetimeIndex: to naive UTC, vectorised
         times = times.dt.tz_convert(None) if hasattr(times, "dt") else times.tz_convert(None)
     arr = np.asarray(times)
-    if arr.dtype.kind == "M":
-        ns = arr.astype("datetime64[ns]").view(np.int64)
-        bad = np.isnat(arr)
-    elif arr.dtype.kind in "iufb":
+    if arr.dtype.kind in "iufbcm":
+        what = "timedeltas" if arr.dtype.kind == "m" else "numbers"
         raise TypeError(f"{where}: {name} must be datetimes (datetime64, pandas, datetime or ISO "
-                        f"strings); got numbers of dtype {arr.dtype}. Convert with "
+                        f"strings); got {what} of dtype {arr.dtype}. Convert with "
                         "pandas.to_datetime(values, unit=...) first.")
-    else:
+    if arr.dtype.kind != "M":
         import pandas as pd
 
+        vals = np.ravel(arr) if arr.ndim else np.array([arr.item()], dtype=object)
         try:
-            vals = np.ravel(arr) if arr.ndim else [arr.item()]
             idx = pd.to_datetime(vals, utc=True,
                                  format="ISO8601" if arr.dtype.kind in "US" else None)
-        except (ValueError, TypeError) as e:
-            raise IndexRangeError(f"{where}: cannot read {name} as datetimes: {e}") from e
-        ns = idx.tz_convert(None).as_unit("ns").asi8.reshape(arr.shape)
-        bad = ns == np.iinfo(np.int64).min
-    if np.any(bad):
-        raise IndexRangeError(f"{where}: {name} contains NaT (missing times); drop or fill them")
-    return np.asarray(ns, dtype=np.int64)
+        except (ValueError, TypeError, OverflowError) as e:  # incl. OutOfBoundsDatetime
+            raise IndexRangeError(f"{where}: cannot read {name} as datetimes (ISO 8601 strings, "
+                                  f"datetime or datetime64 within {NS_RANGE}): {e}") from e
+        # pandas picks the unit (s/us/ns) that holds the values exactly
+        arr = np.asarray(idx.tz_convert(None).values).reshape(arr.shape)
+    ns = _datetime64_to_ns(arr, where, name, within)
+    bad = ns == np.iinfo(np.int64).min
+    if bad.any():
+        i = _first(bad)
+        raise IndexRangeError(f"{where}: {name} contains NaT (missing times){_at(ns, i)}; drop "
+                              "or fill them")
+    return ns
+
+
+def _as_ns_ints(ns, where, name) -> np.ndarray:
+    """int64 ns of the ``*_ns`` methods' input: integers, or datetime64 (read exactly)."""
+    arr = np.asarray(ns)
+    if arr.dtype.kind == "M":
+        return to_ns(arr, where=where, name=name)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{where}: {name} must be int64 nanoseconds since 1970 (or datetime64); "
+                        f"got dtype {arr.dtype}. Use the method without _ns for other forms.")
+    return np.ascontiguousarray(arr, dtype=np.int64)
 
 
 def _scalar_ns(t, where, name) -> int:
@@ -205,7 +300,7 @@ class TimeGrid:
     def encode_ns(self, ns, level: int, *, where: str = "TimeGrid.encode") -> np.ndarray:
         """Cell indices (uint64) at ``level`` of int64 ns times; all must lie in ``[t0, t1)``."""
         s = self._shift(level)
-        ns = np.ascontiguousarray(ns, dtype=np.int64)
+        ns = _as_ns_ints(ns, where, "time")
         out = np.empty(ns.size, np.uint64)
         bad = _encode(ns.reshape(-1), self.t0, self.duration, s, out)
         if bad >= 0:
@@ -216,8 +311,14 @@ class TimeGrid:
         return out.reshape(ns.shape)
 
     def encode(self, times, level: int) -> np.ndarray:
-        """Time cell (uint64) at ``level`` of each time; raises for times outside ``[t0, t1)``."""
-        return self.encode_ns(to_ns(times, where="TimeGrid.encode"), level)
+        """Time cell (uint64) at ``level`` of each time; raises for times outside ``[t0, t1)``.
+
+        ``times`` takes every form :func:`to_ns` reads (any ``datetime64`` unit, pandas,
+        ``datetime``, ISO strings).
+        """
+        self._shift(level)
+        ns = to_ns(times, where="TimeGrid.encode", within=(self.t0, self.t1))
+        return self.encode_ns(ns, level)
 
     def bounds_ns(self, cells, level: int) -> tuple[np.ndarray, np.ndarray]:
         """(start, stop) int64 ns of each cell, half-open."""
@@ -271,8 +372,12 @@ def parse_interval(time, *, where: str) -> tuple[int | None, int | None] | None:
     if isinstance(time, slice):
         time = (time.start, time.stop)
     if isinstance(time, tuple | list) and len(time) == 2:
-        a = None if time[0] is None else _scalar_ns(time[0], where, "time[0] (start)")
-        b = None if time[1] is None else _scalar_ns(time[1], where, "time[1] (stop)")
+        try:
+            a = None if time[0] is None else _scalar_ns(time[0], where, "time[0] (start)")
+            b = None if time[1] is None else _scalar_ns(time[1], where, "time[1] (stop)")
+        except IndexRangeError as e:
+            raise IndexRangeError(f"{e} For an open-ended interval pass None as that "
+                                  "bound.") from None
         if a is not None and b is not None and b < a:
             raise IndexRangeError(f"{where}: time must be (start, stop) with stop >= start; got "
                                   f"{np.datetime64(a, 'ns')} to {np.datetime64(b, 'ns')}")
@@ -282,10 +387,12 @@ def parse_interval(time, *, where: str) -> tuple[int | None, int | None] | None:
 
         try:
             p = pd.Period(time)
-        except ValueError as e:
-            raise IndexRangeError(f"{where}: cannot read time {time!r}: {e}") from e
-        a = int(p.start_time.as_unit("ns").value)
-        return a, int((p + 1).start_time.as_unit("ns").value)
+            start, stop = p.start_time, (p + 1).start_time
+        except (ValueError, OverflowError) as e:  # incl. OutOfBoundsDatetime
+            raise IndexRangeError(f"{where}: cannot read time {time!r} as a period (e.g. "
+                                  f"'2013-02') within {NS_RANGE}: {e}") from e
+        a = _scalar_ns(start, where, f"time {time!r} (its start)")
+        return a, _scalar_ns(stop, where, f"time {time!r} (its end)")
     if isinstance(time, np.datetime64 | _dt.datetime | _dt.date):
         a = _scalar_ns(time, where, "time")
         return a, a + 1
