@@ -1,15 +1,22 @@
 """Where computations run: ``connect()`` to an embedded local cluster or a scheduler, and
-``compute()`` with a progress bar.
+``compute()`` with a progress bar (refusing, before anything runs, a result too large to
+gather). ``tls_security()`` makes the certificates for a TLS-only cluster.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-__all__ = ["connect", "Connection", "compute"]
+__all__ = ["connect", "Connection", "compute", "tls_security", "result_nbytes",
+           "check_result_size"]
 
 
 def _cores() -> int:
@@ -33,8 +40,9 @@ class Connection:
     what this connection started; a reused client is left running.
     """
 
-    def __init__(self, client, cluster=None, owned=False):
+    def __init__(self, client, cluster=None, owned=False, cleanup=()):
         self.client, self.cluster, self._owned = client, cluster, owned
+        self._cleanup = list(cleanup)  # directories (generated certificates) to remove
 
     @property
     def dashboard_link(self) -> str:
@@ -46,6 +54,9 @@ class Connection:
             if self.cluster is not None:
                 self.cluster.close()
             self._owned = False
+        for path in self._cleanup:
+            shutil.rmtree(path, ignore_errors=True)
+        self._cleanup = []
 
     def __enter__(self):
         return self
@@ -63,6 +74,7 @@ class Connection:
 
 def connect(address: str | None = None, *, n_workers: int | None = None,
             threads_per_worker: int | None = None, memory_limit=None,
+            resources: dict | None = None, security=None,
             dashboard_port: int = 8787, quiet: bool = False, jobs: int = 1,
             timeout: float = 300, **cluster_kwargs) -> Connection:
     """Connect to a Dask cluster and return a :class:`Connection`.
@@ -72,10 +84,10 @@ def connect(address: str | None = None, *, n_workers: int | None = None,
     address : str, optional
         ``None`` or ``"local"``: reuse the running client if there is one, else start an
         embedded ``LocalCluster`` sized to this machine and bound to 127.0.0.1.
-        ``"tcp://host:port"``: join an existing scheduler (e.g. the Helm chart's, or one
-        started by ``cluster/slurm/stengine-batch.sbatch``).
-        ``"gpu"``: a ``dask_cuda.LocalCUDACluster`` (one worker per GPU; needs the
-        ``gpu`` extra).
+        ``"tcp://host:port"`` or ``"tls://host:port"``: join an existing scheduler (e.g.
+        the Helm chart's, or one started by ``cluster/slurm/stengine-batch.sbatch``).
+        ``"gpu"``: a ``dask_cuda.LocalCUDACluster`` (one worker per GPU, each advertising
+        the resource ``GPU=1``; needs the ``gpu`` extra).
         ``"slurm"``: a ``dask_jobqueue.SLURMCluster`` (needs the ``slurm`` extra): the
         scheduler runs in this process, ``jobs`` batch jobs are submitted with
         ``sbatch``, each running Dask workers, and ``connect`` returns once the first
@@ -89,6 +101,19 @@ def connect(address: str | None = None, *, n_workers: int | None = None,
         Override the local sizing: by default one worker process per 4 cores, all
         cores used as threads (the numba kernels release the GIL), and 90 % of memory
         shared between workers. Not used by ``"slurm"`` (use ``cores``/``processes``).
+    resources : dict, optional
+        Abstract resources every worker started here advertises, e.g. ``{"GPU": 1}``
+        (tasks that ask for them run only there). ``"gpu"`` defaults to ``{"GPU": 1}``;
+        for ``"slurm"`` use ``worker_extra_args=["--resources", "GPU=1"]``.
+    security : bool | str | pathlib.Path | distributed.security.Security, optional
+        TLS for every connection (scheduler, workers, this client), which then need a
+        certificate signed by the cluster's CA. ``True``: generate a self-signed
+        certificate for this connection with :func:`tls_security` (for ``"slurm"`` in
+        ``shared_temp_directory``, or the current directory, which the jobs must see);
+        it is deleted when the connection closes. A directory: the certificates
+        :func:`tls_security` (or ``stengine-batch.sbatch``) wrote there. A ``Security``:
+        used as is. ``None``: plain TCP, except that a ``tls://`` address takes the
+        certificates from the dask config (``distributed.comm.tls``).
     dashboard_port : int
         Preferred dashboard port on 127.0.0.1 (another is picked if it is taken).
     quiet : bool
@@ -107,15 +132,15 @@ def connect(address: str | None = None, *, n_workers: int | None = None,
     TimeoutError
         ``"slurm"``: no worker joined within ``timeout`` seconds; the jobs are cancelled.
     ValueError
-        An address of another form, or ``"slurm"`` without ``cores``/``memory`` given
-        or configured.
+        An address of another form, ``"slurm"`` without ``cores``/``memory`` given
+        or configured, or ``security`` of another form.
 
     Examples
     --------
     >>> with stengine.connect() as conn:            # doctest: +SKIP
     ...     print(conn.dashboard_link)
     http://127.0.0.1:8787/status
-    >>> with stengine.connect("slurm", jobs=4, cores=8, memory="32GiB",
+    >>> with stengine.connect("slurm", jobs=4, cores=8, memory="32GiB", security=True,
     ...                       queue="compute", walltime="02:00:00") as conn:  # doctest: +SKIP
     ...     stengine.compute(result)
     """
@@ -135,34 +160,180 @@ def connect(address: str | None = None, *, n_workers: int | None = None,
             threads_per_worker = max(1, cores // n_workers)
         if memory_limit is None:
             memory_limit = int(mem * 0.9 / n_workers)
-        cluster = LocalCluster(
-            n_workers=n_workers, threads_per_worker=threads_per_worker,
-            memory_limit=memory_limit, host="127.0.0.1",
-            dashboard_address=f"127.0.0.1:{dashboard_port}", **cluster_kwargs)
-        client = Client(cluster)
-        conn = Connection(client, cluster, owned=True)
+        sec, cleanup = _security(security, None)
+        if resources is not None:
+            cluster_kwargs["resources"] = resources
+        if sec is not None:
+            cluster_kwargs.update(security=sec, protocol="tls://")
+        try:
+            cluster = LocalCluster(
+                n_workers=n_workers, threads_per_worker=threads_per_worker,
+                memory_limit=memory_limit, host="127.0.0.1",
+                dashboard_address=f"127.0.0.1:{dashboard_port}", **cluster_kwargs)
+            client = Client(cluster, security=sec)
+        except BaseException:
+            _remove(cleanup)
+            raise
+        conn = Connection(client, cluster, owned=True, cleanup=cleanup)
     elif address == "gpu":
         try:
             from dask_cuda import LocalCUDACluster
         except ImportError as e:
-            raise ImportError("connect('gpu') needs dask-cuda: pip install 'stengine[gpu]'") from e
-        cluster = LocalCUDACluster(host="127.0.0.1",
-                                   dashboard_address=f"127.0.0.1:{dashboard_port}",
-                                   **cluster_kwargs)
-        conn = Connection(Client(cluster), cluster, owned=True)
+            raise ImportError("connect('gpu') needs dask-cuda (and a CUDA GPU): "
+                              "pip install 'stengine[gpu]'") from e
+        # dask-cuda starts one worker per GPU but advertises no resource; the training
+        # and inference tasks of stengine.learn ask for GPU=1
+        cluster_kwargs["resources"] = {"GPU": 1} if resources is None else resources
+        sec, cleanup = _security(security, None)
+        if sec is not None:
+            cluster_kwargs.update(security=sec, protocol="tls://")
+        try:
+            cluster = LocalCUDACluster(host="127.0.0.1",
+                                       dashboard_address=f"127.0.0.1:{dashboard_port}",
+                                       **cluster_kwargs)
+            client = Client(cluster, security=sec)
+        except BaseException:
+            _remove(cleanup)
+            raise
+        conn = Connection(client, cluster, owned=True, cleanup=cleanup)
     elif address == "slurm":
-        conn = _connect_slurm(jobs=jobs, timeout=timeout, **cluster_kwargs)
+        conn = _connect_slurm(jobs=jobs, timeout=timeout, security=security, **cluster_kwargs)
     elif isinstance(address, str) and "://" in address:
-        conn = Connection(Client(address), None, owned=True)
+        sec, _ = _security(security, None, generate=False)
+        conn = Connection(Client(address, security=sec), None, owned=True)
     else:
-        raise ValueError(f"connect: address must be None, 'local', 'gpu', 'slurm' or "
-                         f"'tcp://host:port'; got {address!r}")
+        raise ValueError(f"connect: address must be None, 'local', 'gpu', 'slurm', "
+                         f"'tcp://host:port' or 'tls://host:port'; got {address!r}")
     if not quiet:
         print(f"stengine: dask dashboard at {conn.dashboard_link}", file=sys.stderr)
     return conn
 
 
-def _connect_slurm(*, jobs: int, timeout: float, **cluster_kwargs) -> Connection:
+# --- TLS ----------------------------------------------------------------------------------
+
+_TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
+
+
+def tls_security(directory, *, days: int = 30):
+    """Write (or reuse) a self-signed TLS certificate in ``directory``; return its ``Security``.
+
+    One key and one certificate, which is also the CA (as
+    ``distributed.security.Security.temporary`` does, but as files, so that workers on
+    other nodes can read them from a shared filesystem): ``ca.pem``, ``cert.pem`` and
+    ``key.pem``, the directory made private (mode 0700, the key 0600). Files already
+    there are reused. Every role (scheduler, worker, client) uses the same pair and
+    ``require_encryption`` is on, so a peer without the key is refused.
+
+    Parameters
+    ----------
+    directory : str | pathlib.Path
+        Where the files go (created if needed).
+    days : int
+        Validity of a new certificate.
+
+    Returns
+    -------
+    distributed.security.Security
+
+    Raises
+    ------
+    RuntimeError
+        Neither the ``openssl`` command nor the ``cryptography`` package is available.
+    """
+    from distributed.security import Security
+
+    d = Path(directory).expanduser()
+    d.mkdir(parents=True, exist_ok=True)
+    d.chmod(0o700)
+    ca, cert, key = (d / name for name in _TLS_FILES)
+    if not (ca.is_file() and cert.is_file() and key.is_file()):
+        _write_certificate(cert, key, days)
+        shutil.copyfile(cert, ca)
+    key.chmod(0o600)
+    ca, cert, key = str(ca), str(cert), str(key)
+    return Security(require_encryption=True, tls_ca_file=ca,
+                    tls_client_cert=cert, tls_client_key=key,
+                    tls_scheduler_cert=cert, tls_scheduler_key=key,
+                    tls_worker_cert=cert, tls_worker_key=key)
+
+
+def _write_certificate(cert: Path, key: Path, days: int) -> None:
+    """A 2048-bit RSA key and a self-signed certificate for CN=dask-internal."""
+    openssl = shutil.which("openssl")
+    if openssl is not None:
+        old = os.umask(0o077)
+        try:
+            subprocess.run(
+                [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
+                 "-days", str(int(days)), "-subj", "/CN=dask-internal",
+                 "-addext", "subjectAltName=DNS:dask-internal",
+                 "-keyout", str(key), "-out", str(cert)],
+                check=True, capture_output=True, timeout=120)
+        except subprocess.CalledProcessError as e:
+            raise RuntimeError(f"tls_security: openssl could not make a certificate in "
+                               f"{cert.parent}: {e.stderr.decode(errors='replace').strip()}"
+                               ) from None
+        finally:
+            os.umask(old)
+        return
+    try:
+        from distributed.security import Security
+
+        temp = Security.temporary()  # needs cryptography
+    except ImportError:
+        raise RuntimeError("tls_security: making a certificate needs the `openssl` command "
+                           "or the cryptography package (pip install cryptography); or pass "
+                           "your own certificates as a distributed.security.Security"
+                           ) from None
+    key.touch(mode=0o600)
+    key.write_text(temp.tls_worker_key)
+    cert.write_text(temp.tls_worker_cert)
+
+
+def _security(security, directory, *, generate: bool = True):
+    """``connect``'s ``security=`` as (Security or None, directories to remove at close)."""
+    from distributed.security import Security
+
+    if security is None or security is False:
+        return None, []
+    if isinstance(security, Security):
+        return security, []
+    if security is True and generate:
+        if directory is None:
+            d = tempfile.mkdtemp(prefix="stengine-tls-")
+        else:
+            base = Path(os.path.expandvars(str(directory))).expanduser()
+            base.mkdir(parents=True, exist_ok=True)
+            d = tempfile.mkdtemp(prefix=".stengine-tls-", dir=base)
+        try:
+            return tls_security(d), [d]
+        except BaseException:
+            _remove([d])
+            raise
+    if isinstance(security, (str, os.PathLike)) and not isinstance(security, bool):
+        d = Path(security).expanduser()
+        missing = [n for n in _TLS_FILES if not (d / n).is_file()]
+        if missing:
+            raise ValueError(f"connect: security={str(security)!r} must be a directory holding "
+                             f"{', '.join(_TLS_FILES)} (missing: {', '.join(missing)}); make "
+                             f"them with stengine.compute.tls_security(directory), or pass "
+                             f"security=True to generate them")
+        return tls_security(d), []
+    if security is True:
+        raise ValueError("connect: security=True generates a new CA, which a running "
+                         "scheduler does not trust; to join a tls:// scheduler pass the "
+                         "directory of its certificates or a distributed.security.Security")
+    raise ValueError(f"connect: security must be None, True (generate a certificate), a "
+                     f"directory of certificates or a distributed.security.Security; got "
+                     f"{security!r}")
+
+
+def _remove(paths) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _connect_slurm(*, jobs: int, timeout: float, security=None, **cluster_kwargs) -> Connection:
     """``connect("slurm")``: a ``SLURMCluster`` scaled to ``jobs`` jobs, once a worker is in."""
     import dask
     from distributed import Client
@@ -179,11 +350,21 @@ def _connect_slurm(*, jobs: int, timeout: float, **cluster_kwargs) -> Connection
         raise ValueError(f"connect('slurm') needs {' and '.join(missing)} per job: pass e.g. "
                          f"cores=8, memory='32GiB', or set them in the dask config section "
                          f"{section!r} (copy cluster/slurm/jobqueue.yaml to ~/.config/dask/)")
-    cluster = SLURMCluster(**cluster_kwargs)
+    # generated certificates go where the jobs can read them: shared_temp_directory
+    shared = (cluster_kwargs.get("shared_temp_directory")
+              or dask.config.get(f"{section}.shared-temp-directory", None) or os.getcwd())
+    sec, cleanup = _security(security, shared)
+    if sec is not None:
+        cluster_kwargs["security"] = sec
+    try:
+        cluster = SLURMCluster(**cluster_kwargs)
+    except BaseException:
+        _remove(cleanup)
+        raise
     client = None
     try:
         cluster.scale(jobs=jobs)
-        client = Client(cluster)
+        client = Client(cluster, security=sec)
         _wait_for_slurm_worker(client, cluster, jobs=jobs, timeout=timeout)
     except BaseException as e:
         queue = (cluster_kwargs.get("queue") or dask.config.get(f"{section}.queue", None)
@@ -195,6 +376,7 @@ def _connect_slurm(*, jobs: int, timeout: float, **cluster_kwargs) -> Connection
         # scheduler is closed by then, so only that complaint is dropped
         with contextlib.suppress(AssertionError):
             cluster.close()
+        _remove(cleanup)
         if isinstance(e, _SbatchFailed):
             raise RuntimeError(
                 f"connect('slurm'): sbatch refused the job(s) for partition {queue!r}; its "
@@ -208,7 +390,7 @@ def _connect_slurm(*, jobs: int, timeout: float, **cluster_kwargs) -> Connection
                 f"start a worker: check `squeue -u $USER`, `sinfo -p <partition>` and the job "
                 f"logs (pass log_directory=...), or pass timeout= to wait longer.") from e
         raise
-    return Connection(client, cluster, owned=True)
+    return Connection(client, cluster, owned=True, cleanup=cleanup)
 
 
 class _SbatchFailed(Exception):
@@ -230,12 +412,42 @@ def _wait_for_slurm_worker(client, cluster, *, jobs: int, timeout: float) -> Non
                 raise
 
 
-def compute(*objs, progress: bool = True, **kwargs):
+def compute(*objs, progress: bool = True, max_result_bytes="auto", **kwargs):
     """Compute dask-backed objects, showing a progress bar (terminal or notebook).
 
     With a distributed client, uses its progress bar (a widget in notebooks); without
     one, dask's local ``ProgressBar``. Returns the computed objects (a single one when
     one is given).
+
+    Before anything runs, the size of each result is estimated from its metadata (a
+    dask array: shape × itemsize; an xarray object: the sum over its variables) and a
+    result too large to bring back is refused: gathering joins a result's chunks on
+    one worker (chunks and joined copy at once), so it must fit twice in the smallest
+    worker's free memory (its ``memory_limit`` up to dask's terminate fraction, less
+    what the process already uses), and all results twice in this process's
+    available memory. Without that check the worker running dask's finalize task is
+    killed for exceeding its limit, again on every worker it is retried on, and the
+    compute ends in ``KilledWorker`` after all the work is done.
+
+    Parameters
+    ----------
+    *objs
+        Dask collections (arrays, xarray objects backed by dask, delayed, ...), or
+        lists, tuples and dicts of them. Sizes unknown from metadata (delayed objects,
+        arrays of unknown chunk sizes, dataframes) are not checked.
+    progress : bool
+        Show a progress bar.
+    max_result_bytes : "auto" | int | str | None
+        ``"auto"``: the limits above. A number of bytes or a size string (``"2GiB"``):
+        refuse when the results together are larger. ``None``: no check.
+    **kwargs
+        Passed to ``Client.compute`` or ``dask.compute``.
+
+    Raises
+    ------
+    MemoryError
+        A result is too large to gather; the message gives its size, the limit and
+        how to write it to a store instead.
     """
     import dask
 
@@ -246,6 +458,7 @@ def compute(*objs, progress: bool = True, **kwargs):
         client = default_client()
     except (ImportError, ValueError):
         client = None
+    check_result_size(objs, client=client, max_result_bytes=max_result_bytes)
     if not progress:
         out = dask.compute(*objs, **kwargs)
     elif client is not None:
@@ -259,3 +472,121 @@ def compute(*objs, progress: bool = True, **kwargs):
         with ProgressBar(out=sys.stderr):
             out = dask.compute(*objs, **kwargs)
     return out[0] if len(objs) == 1 else tuple(out)
+
+
+# --- result size --------------------------------------------------------------------------
+
+_FIX = ("Write it to a store instead (stengine.to_zarr(result, path), or "
+        "stengine.write_raster(result, path) for a raster) and open that, or reduce it before "
+        "computing (a reduction such as .mean(...), a subset with .isel(...)/.sel(...), a "
+        "coarser grid or cell level)")
+
+
+def result_nbytes(obj) -> int:
+    """Bytes the computed ``obj`` will take, from metadata only (nothing is computed).
+
+    A dask or NumPy array: ``size × itemsize``; an xarray ``DataArray``/``Dataset``: the
+    sum over its variables (coordinates included); lists, tuples, sets and dicts: the sum
+    over their items. Whatever has no known size (delayed objects, dataframes, arrays
+    with unknown chunk sizes) counts 0.
+    """
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return sum(result_nbytes(o) for o in obj)
+    if isinstance(obj, dict):
+        return sum(result_nbytes(o) for o in obj.values())
+    xr = sys.modules.get("xarray")
+    if xr is not None and isinstance(obj, (xr.DataArray, xr.Dataset)):
+        if isinstance(obj, xr.Dataset):
+            variables = list(obj.variables.values())
+        else:
+            variables = [obj.variable, *(c.variable for c in obj.coords.values())]
+        return sum(result_nbytes(v.data) for v in variables)
+    shape, dtype = getattr(obj, "shape", None), getattr(obj, "dtype", None)
+    if shape is None or dtype is None or not hasattr(dtype, "itemsize"):
+        return 0
+    try:
+        size = math.prod(shape)
+    except TypeError:
+        return 0
+    if isinstance(size, float) and math.isnan(size):  # unknown chunk sizes
+        return 0
+    return int(size) * int(dtype.itemsize)
+
+
+def check_result_size(objs, *, client=None, max_result_bytes="auto") -> None:
+    """Raise ``MemoryError`` if computing ``objs`` would bring back too large a result.
+
+    The check of :func:`compute` (see there), for code that gathers results itself.
+    ``client``: the distributed client that will compute them, or ``None``.
+    """
+    if max_result_bytes is None:
+        return
+    from dask.utils import format_bytes, parse_bytes
+
+    sizes = [result_nbytes(o) for o in objs]
+    total = sum(sizes)
+    if total == 0:
+        return
+    what = (f"the result would take {format_bytes(total)}" if len(sizes) == 1 else
+            f"the {len(sizes)} results would take {format_bytes(total)} together")
+    if max_result_bytes != "auto":
+        limit = (parse_bytes(max_result_bytes) if isinstance(max_result_bytes, str)
+                 else int(max_result_bytes))
+        if total > limit:
+            raise MemoryError(f"compute: {what}, more than max_result_bytes="
+                              f"{format_bytes(limit)}. {_FIX}; or raise max_result_bytes.")
+        return
+    if client is not None:
+        worker = _smallest_worker(client)
+        if worker is not None:
+            addr, mem_limit, used, free = worker
+            biggest = max(sizes)
+            if 2 * biggest > free:
+                size = (what if len(sizes) == 1 else
+                        f"one of the results would take {format_bytes(biggest)}")
+                raise MemoryError(
+                    f"compute: {size} once gathered, and gathering joins it on one worker "
+                    f"(its chunks and the joined copy at once: "
+                    f"{format_bytes(2 * biggest)}), but the smallest worker ({addr}, "
+                    f"memory_limit {format_bytes(mem_limit)}, {format_bytes(used)} in use) "
+                    f"has {format_bytes(max(free, 0))} before dask kills it, so the compute "
+                    f"would end in KilledWorker. {_FIX}; or start workers with a larger "
+                    f"memory_limit, or pass max_result_bytes= to override this check.")
+    avail = _local_available()
+    if 2 * total > avail:
+        raise MemoryError(
+            f"compute: {what} in this process, which has {format_bytes(avail)} of memory "
+            f"available (receiving needs room for the result twice: "
+            f"{format_bytes(2 * total)}). {_FIX}; or pass max_result_bytes= to override "
+            f"this check.")
+
+
+def _smallest_worker(client):
+    """(address, memory_limit, process memory, free bytes) of the worker with least room.
+
+    Free = memory_limit × dask's terminate fraction − the process's memory now. ``None``
+    when no worker has a memory limit (or none has joined yet).
+    """
+    import dask
+
+    frac = dask.config.get("distributed.worker.memory.terminate", 0.95) or 1.0
+    best = None
+    for addr, w in client.scheduler_info(n_workers=-1).get("workers", {}).items():
+        limit = w.get("memory_limit") or 0
+        if not limit:
+            continue
+        used = int((w.get("metrics") or {}).get("memory") or 0)
+        free = int(limit * frac) - used
+        if best is None or free < best[3]:
+            best = (addr, int(limit), used, free)
+    return best
+
+
+def _local_available() -> int:
+    """Bytes this process can still allocate: system available memory, within a cgroup."""
+    import psutil
+    from distributed.system import MEMORY_LIMIT
+
+    avail = psutil.virtual_memory().available
+    rss = psutil.Process().memory_info().rss
+    return int(min(avail, max(int(MEMORY_LIMIT) - rss, 0)))

@@ -1,5 +1,12 @@
+import sys
+import time
+import types
+
+import dask
 import dask.array as dsa
+import numpy as np
 import pytest
+import xarray as xr
 from distributed import Client, LocalCluster
 
 import stengine
@@ -41,3 +48,116 @@ def test_compute_without_cluster_shows_progress(capsys):
     x = dsa.ones((10, 10), chunks=5)
     assert stengine.compute(x.sum(), progress=True) == 100
     assert "100%" in capsys.readouterr().err
+
+
+# --- results too large to gather --------------------------------------------------------
+
+def _scheduler_tasks(client) -> int:
+    return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+
+
+@pytest.fixture
+def small_workers():
+    """A real 2-process cluster whose workers may use 400 MB each."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="400MB",
+                      host="127.0.0.1", dashboard_address=":0", silence_logs=50) as cluster:
+        with Client(cluster) as client:
+            yield client
+
+
+@pytest.mark.slow
+def test_compute_refuses_a_result_larger_than_a_worker_can_gather(small_workers):
+    # 200 MB (190.73 MiB) of float64: on the old code dask's finalize task ran out of the 400 MB
+    # limit on every worker in turn and the compute ended in KilledWorker
+    x = dsa.random.random(25_000_000, chunks=1_000_000)
+    t0 = time.monotonic()
+    with pytest.raises(MemoryError, match=r"(?s)190\.73 MiB.*memory_limit 381\.47 MiB.*"
+                                          r"KilledWorker.*stengine\.to_zarr"):
+        stengine.compute(x, progress=False)
+    assert time.monotonic() - t0 < 5
+    assert _scheduler_tasks(small_workers) == 0  # refused before anything ran
+    # an xarray object counts all its variables: two 100 MB variables together
+    half = dsa.zeros(12_500_000, chunks=1_000_000)
+    ds = xr.Dataset({"a": ("i", half), "b": ("i", half + 1)})
+    from stengine.compute import result_nbytes
+
+    assert result_nbytes(ds) == 200_000_000
+    with pytest.raises(MemoryError, match="190.73 MiB"):
+        stengine.compute(ds)
+    assert _scheduler_tasks(small_workers) == 0
+
+
+@pytest.mark.slow
+def test_compute_gathers_a_result_that_fits(small_workers):
+    x = dsa.ones(2_000_000, chunks=500_000)  # 16 MB
+    np.testing.assert_array_equal(stengine.compute(x, progress=False), np.ones(2_000_000))
+    # the check can be overridden, or given another limit
+    assert stengine.compute(x[:10], max_result_bytes=None).sum() == 10
+    with pytest.raises(MemoryError, match="max_result_bytes=0.95 MiB"):
+        stengine.compute(x, max_result_bytes="1MB")
+
+
+def test_compute_without_cluster_refuses_more_than_this_process_has():
+    x = dsa.zeros((10**7, 10**7), chunks=10**4)  # 800 TB, never computed
+    with pytest.raises(MemoryError, match=r"(?s)727\.60 TiB in this process.*to_zarr"):
+        stengine.compute(x.T + 1, progress=False)
+
+
+def test_result_nbytes_from_metadata():
+    from stengine.compute import result_nbytes
+
+    x = dsa.zeros((100, 50), chunks=10, dtype="float32")
+    da = xr.DataArray(x, dims=("y", "x"), coords={"y": np.arange(100.0)})
+    assert result_nbytes(x) == 20_000
+    assert result_nbytes(da) == 20_000 + 800  # data and the y coordinate
+    assert result_nbytes([x, {"k": x}]) == 40_000
+    assert result_nbytes(x[x > 0]) == 0  # unknown size: not checked
+    assert result_nbytes(dask.delayed(sum)([1, 2])) == 0
+
+
+# --- resources ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_connect_local_workers_advertise_resources():
+    with stengine.connect(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                          resources={"GPU": 1}, dashboard_port=0, quiet=True) as conn:
+        workers = conn.client.scheduler_info(n_workers=-1)["workers"].values()
+        assert [w["resources"] for w in workers] == [{"GPU": 1}]
+        fut = conn.client.submit(lambda: 7, resources={"GPU": 1})
+        assert fut.result(timeout=30) == 7
+
+
+def test_connect_gpu_without_dask_cuda_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask_cuda", None)  # absent even where installed
+    with pytest.raises(ImportError, match=r"pip install 'stengine\[gpu\]'"):
+        stengine.connect("gpu", quiet=True)
+
+
+@pytest.mark.slow
+def test_connect_gpu_workers_advertise_one_gpu_each(monkeypatch):
+    """``connect("gpu")`` adds ``GPU=1`` to what it passes to ``LocalCUDACluster``.
+
+    dask-cuda needs a CUDA GPU, so outside the GPU job a stand-in module provides a
+    ``LocalCUDACluster`` that is the real ``LocalCluster`` (dask-cuda's is a subclass
+    that passes worker keywords the same way): what is checked is the resources the
+    running workers advertise.
+    """
+    try:
+        import dask_cuda  # noqa: F401
+
+        have_cuda = True
+    except ImportError:
+        have_cuda = False
+    if not have_cuda:
+        stand_in = types.ModuleType("dask_cuda")
+
+        class LocalCUDACluster(LocalCluster):
+            def __init__(self, **kw):
+                super().__init__(n_workers=2, threads_per_worker=1, processes=False,
+                                 protocol="tcp", **kw)
+
+        stand_in.LocalCUDACluster = LocalCUDACluster
+        monkeypatch.setitem(sys.modules, "dask_cuda", stand_in)
+    with stengine.connect("gpu", dashboard_port=0, quiet=True) as conn:
+        workers = conn.client.scheduler_info(n_workers=-1)["workers"].values()
+        assert workers and all(w["resources"] == {"GPU": 1} for w in workers)
