@@ -148,19 +148,23 @@ def test_failed_run_write_leaves_store_unchanged(store, tracks, monkeypatch):
                                                                        store.runs]
 
 
-def test_failed_manifest_commit_rolls_back(store, tracks, monkeypatch):
+def test_failed_manifest_commit_leaves_store_unchanged(store, tracks, monkeypatch):
+    # the commit is one atomic rename of the new zarr.json over the old one; failing
+    # there (after the new run is durable and in place) must leave no trace
     before = _snapshot(store)
 
-    def garbage_then_fail(self, man):
-        (self.path / "zarr.json").write_text("{ half written")
-        raise OSError("crash while writing the manifest (simulated)")
+    def fail(src, dst):
+        raise OSError("crash at the commit (simulated)")
 
-    monkeypatch.setattr(PointStore, "_write_manifest", garbage_then_fail)
+    monkeypatch.setattr(points, "_replace", fail)
     with pytest.raises(OSError, match="simulated"):
         store.append(tracks.iloc[len(tracks) // 2:])
     monkeypatch.undo()
-    json.loads((store.path / "zarr.json").read_text())  # restored by the journal
+    json.loads((store.path / "zarr.json").read_text())
     _assert_unchanged(store.path, before)
+    assert sorted(p.name for p in store.path.iterdir()) == ["runs", "zarr.json"]
+    assert sorted(p.name for p in (store.path / "runs").iterdir()) == [r["name"] for r in
+                                                                       store.runs]
 
 
 def test_bad_batch_is_rejected_before_writing(store, tracks):
@@ -185,31 +189,33 @@ _CRASH = textwrap.dedent("""
     from stengine.io import points
     from stengine._demo.htmst import satellite_tracks
 
-    def torn_write_then_die(self, man):
-        (self.path / "zarr.json").write_text("{ torn")
-        os._exit(3)  # no cleanup, no rollback: a hard crash
+    def die(src, dst):
+        os._exit(3)  # no cleanup: a hard crash with the new run and manifest staged
 
-    points.PointStore._write_manifest = torn_write_then_die
+    points._replace = die
     st = points.PointStore(sys.argv[1])
     st.append(satellite_tracks("2013-02-05", "2013-02-05T00:30", n_vars=3))
 """)
 
 
-def test_crash_leftovers_are_recovered(store, tracks):
-    # a process dies while committing: its new run is in place but not in the manifest,
-    # and the manifest is torn; the next open rolls back, the next write drops the run
+def test_crash_leftovers_are_ignored_then_removed(store, tracks):
+    # a process dies just before its commit: its new run is in place and its manifest
+    # staged, neither committed; readers see the old store, the next write cleans up
     before = _snapshot(store)
     p = subprocess.run([sys.executable, "-c", _CRASH, str(store.path)], capture_output=True,
                        text=True)
     assert p.returncode == 3, p.stderr
     assert len(list((store.path / "runs").iterdir())) == len(store.runs) + 1
-    with pytest.warns(UserWarning, match="interrupted"):
-        reopened = PointStore(store.path)
+    assert len(list(store.path.glob("zarr.json.stengine-tmp-*"))) == 1
+    reopened = PointStore(store.path)
     _assert_unchanged(store.path, before)
-    reopened.append(tracks.iloc[len(tracks) // 2:])
+    with pytest.warns(UserWarning, match="interrupted write that was never committed"):
+        reopened.append(tracks.iloc[len(tracks) // 2:])
     assert len(reopened) == len(tracks)
     assert sorted(p.name for p in (store.path / "runs").iterdir()) == [r["name"] for r in
                                                                        reopened.runs]
+    assert sorted(p.name for p in store.path.iterdir()) == ["runs", "zarr.json"]
+    same_records(reopened.read(), tracks)
 
 
 def test_open_and_create_errors(tmp_path):
