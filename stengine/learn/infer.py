@@ -1,2 +1,603 @@
-"""Placeholder: being written."""
-predict = embed = None
+"""Batch inference as Dask tasks: ``predict`` (per-pixel outputs over a cube) and ``embed``
+(one vector per cell).
+
+``predict`` tiles the raster with windows on one global lattice (stride ``patch -
+overlap``, the first window starting ``overlap // 2`` pixels before the raster), so which
+windows cover a pixel never depends on the chunking. Each output chunk is one task that
+reads its chunk plus a halo of ``patch`` pixels (NaN beyond the raster, 0 after
+normalisation), runs every window touching the chunk in batches, and blends their
+outputs:
+
+- ``blend="center"`` (default): each pixel takes the window whose central
+  ``stride × stride`` square holds it (crop and stitch). For a fully convolutional model
+  whose receptive field reaches at most ``overlap // 2`` pixels this equals one forward
+  pass over the whole raster.
+- ``blend="linear"``: windows weighted by a ramp over their outer ``overlap`` pixels
+  and averaged (smoother seams for models that are not translation-equivariant).
+
+The model is loaded once per worker and cached there, keyed by the artefact's sha256
+(:mod:`stengine.learn._cache`); tasks carry the key and the artefact's location only.
+Task keys are ``stengine-predict-<token>`` / ``stengine-embed-<token>`` (dashboard).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from . import _cache, monitor
+
+__all__ = ["predict", "embed", "release", "cache_stats"]
+
+_OUTPUTS = ("class", "proba", "raw")
+_BLENDS = ("center", "linear")
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _Runner:
+    """A loaded artefact on one worker (torch on the GPU when there is one, or ONNX):
+    ``runner(x)`` takes raw patches and normalises them itself (``Artefact.run``)."""
+
+    def __init__(self, art, location):
+        self.art = art
+        self.spec = art.spec
+        self.location = location
+        self.device = None
+        if getattr(art, "model", None) is not None:
+            import torch
+
+            if torch.cuda.is_available():
+                self.device = torch.device("cuda")
+                art.model.to(self.device)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.art.run(x)
+
+
+def _load_runner(location):
+    from .registry import load
+
+    path = location
+    if not isinstance(location, str | os.PathLike):  # scattered bytes of an ONNX file
+        import tempfile
+
+        fd, path = tempfile.mkstemp(suffix=".onnx", prefix="stengine-model-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(location)
+    _set_torch_threads()
+    return _Runner(load(path), str(location) if isinstance(location, str | os.PathLike)
+                   else "<bytes>")
+
+
+def _set_torch_threads():
+    """One torch thread per worker thread (workers share the machine's cores)."""
+    try:
+        from distributed import get_worker
+
+        n = get_worker().state.nthreads
+    except (ImportError, ValueError):
+        return
+    import torch
+
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_threads(max(1, int(n)))
+
+
+def _runner(key, location):
+    return _cache.get(key, location, _load_runner)
+
+
+def _resolve_model(model, *, op: str):
+    """(artefact, key, location) of ``model`` (artefact, artefact path, ONNX path)."""
+    from . import registry
+
+    if isinstance(model, str | os.PathLike) and not isinstance(model, bool):
+        p = str(model)
+        if not (Path(p).exists() or "://" in p):
+            known = registry.models()
+            if p in known:
+                raise ValueError(f"{op}: model={p!r} is a registered architecture without "
+                                 "weights; pass a trained artefact (fit(...).result().artefact),"
+                                 " its folder, or an ONNX file")
+            raise ValueError(f"{op}: model={p!r} is neither an artefact/ONNX path nor a known "
+                             f"model; known models: {known}")
+        art = registry.load(p)
+        return art, art.sha256, p
+    if hasattr(model, "spec") and hasattr(model, "sha256"):
+        loc = getattr(model, "path", None)
+        if loc is None:
+            import tempfile
+
+            loc = tempfile.mkdtemp(prefix="stengine-artefact-")
+            model.save(loc)
+        return model, model.sha256, str(loc)
+    import torch
+
+    if isinstance(model, torch.nn.Module):
+        raise TypeError(f"{op}: model must be an artefact (with its spec: channels, patch "
+                        "size, normalisation); got a bare torch module. Save it with "
+                        "stengine.learn.registry.save_artefact(module, spec, path) first")
+    raise TypeError(f"{op}: model must be an Artefact, an artefact folder or an ONNX file; "
+                    f"got {type(model).__name__}")
+
+
+# --------------------------------------------------------------------------- cube
+
+
+def _channels_array(cube, dims, bands, *, op: str):
+    """The cube as a lazy ``(C, H, W)`` float32 dask array (NaN = missing), its channel
+    names and a reference variable for the grid."""
+    import dask.array as dsa
+
+    from .samplers import _sources
+
+    sources, ref = _sources(cube, dims, list(bands) if bands is not None else None, op=op)
+    parts = []
+    for s in sources:
+        a = s.data
+        if a.ndim != 3:
+            a = a.reshape((s.L,) + a.shape[-2:], merge_chunks=True)
+        a = a.astype(np.float32)
+        if s.nodata is not None:
+            raw = s.data.reshape(a.shape, merge_chunks=True) if s.data.ndim != 3 else s.data
+            a = dsa.where(raw == s.nodata, np.float32(np.nan), a)
+        parts.append(a)
+    arr = dsa.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+    return arr.rechunk({0: -1}), [c for s in sources for c in s.channels], ref
+
+
+def _check_channels(spec, channels, *, op: str, match: str):
+    want = list(spec.channels)
+    if len(want) != len(channels):
+        raise ValueError(
+            f"{op}: the model takes {len(want)} channels {_short(want)}; the cube has "
+            f"{len(channels)} {_short(channels)}. Pass a cube (or bands=) with the model's "
+            "channels, in its order.")
+    if match == "name" and want != list(channels):
+        diff = next(i for i, (a, b) in enumerate(zip(want, channels, strict=True)) if a != b)
+        raise ValueError(
+            f"{op}: channel {diff} of the cube is {channels[diff]!r} but the model was trained "
+            f"on {want[diff]!r} (model {_short(want)}, cube {_short(channels)}). Pass a cube "
+            "with the model's channels, or match='position' to pair them by position.")
+
+
+def _short(names, k=6):
+    names = list(names)
+    return str(names) if len(names) <= k else str(names[:k])[:-1] + f", ... ({len(names)})]"
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def _weights(P: int, m: int, s: int, blend: str) -> np.ndarray:
+    if blend == "center":
+        w = np.zeros(P, np.float32)
+        w[m:m + s] = 1
+    else:
+        ov = P - s
+        u = np.arange(P, dtype=np.float32)
+        w = np.minimum(np.minimum(u + 1, P - u), ov + 1) / (ov + 1)
+    return w
+
+
+def _window_range(a: int, b: int, n_total: int, P: int, m: int, s: int):
+    """Indices of the lattice windows whose span meets pixels [a, b)."""
+    n_win = max(1, math.ceil(n_total / s))
+    lo = max(0, (a + m - P) // s + 1)
+    hi = min(n_win - 1, (b - 1 + m) // s)
+    return range(lo, hi + 1)
+
+
+def _predict_block(tile, *, key, location, P, m, s, D, shape, blend, batch_size, output,
+                   n_out, kind, block_info=None):
+    """One output chunk: run the windows meeting it, blend, mask missing pixels."""
+    runner = _runner(key, location)
+    (y0, y1), (x0, x1) = block_info[None]["array-location"][-2:]
+    h, w = y1 - y0, x1 - x0
+    H, W = shape
+    wy = _weights(P, m, s, blend)
+    wx = wy
+    acc = np.zeros((n_out, h, w), np.float64)
+    wsum = np.zeros((h, w), np.float64)
+    oy, ox = y0 - D, x0 - D  # the tile's origin in raster pixels
+    wins = [(i * s - m, j * s - m)
+            for i in _window_range(y0, y1, H, P, m, s)
+            for j in _window_range(x0, x1, W, P, m, s)]
+    # windows that only cover missing pixels add nothing (their pixels are masked)
+    keep = []
+    for gy, gx in wins:
+        t = tile[:, gy - oy:gy - oy + P, gx - ox:gx - ox + P]
+        if not np.isnan(t).all():
+            keep.append((gy, gx))
+    for k in range(0, len(keep), batch_size):
+        part = keep[k:k + batch_size]
+        x = np.stack([tile[:, gy - oy:gy - oy + P, gx - ox:gx - ox + P] for gy, gx in part])
+        out = runner(x.astype(np.float32, copy=True))
+        if out.ndim == 2:
+            out = np.broadcast_to(out[:, :, None, None], out.shape + (P, P))
+        for (gy, gx), o in zip(part, out, strict=True):
+            a0, a1 = max(gy, y0), min(gy + P, y1)
+            b0, b1 = max(gx, x0), min(gx + P, x1)
+            if a0 >= a1 or b0 >= b1:
+                continue
+            ww = np.outer(wy[a0 - gy:a1 - gy], wx[b0 - gx:b1 - gx])
+            if not ww.any():
+                continue
+            acc[:, a0 - y0:a1 - y0, b0 - x0:b1 - x0] += o[:, a0 - gy:a1 - gy, b0 - gx:b1 - gx] * ww
+            wsum[a0 - y0:a1 - y0, b0 - x0:b1 - x0] += ww
+    center = tile[:, D:D + h, D:D + w]
+    missing = np.isnan(center).all(axis=0) | (wsum == 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        res = (acc / np.where(wsum > 0, wsum, 1)).astype(np.float32)
+    if output == "class":
+        cls = res.argmax(axis=0).astype(np.int16)
+        cls[missing] = -1
+        return cls
+    if output == "proba":
+        e = np.exp(res - res.max(axis=0, keepdims=True))
+        res = e / e.sum(axis=0, keepdims=True)
+    res[:, missing] = np.nan
+    return res
+
+
+def predict(model, cube, *, patch: int | None = None, overlap: int | None = None,
+            batch_size: int = 64, output: str | None = None, blend: str = "center",
+            bands=None, dims=None, match: str = "name", resources="auto", out=None,
+            client=None, progress: bool = True):
+    """Run a model over every pixel of a cube; return a lazy DataArray on the cube's grid.
+
+    Parameters
+    ----------
+    model : Artefact | str | path
+        A trained artefact (``fit(...).result().artefact``), its folder, or an ONNX file
+        exported with :func:`~stengine.learn.export_onnx`.
+    cube : xarray.DataArray | xarray.Dataset
+        The input, with the model's channels (named as the samplers name them:
+        ``var[label]``); dask-backed (e.g. :func:`stengine.open_cube`) or in memory.
+    patch : int, optional
+        Window side in pixels (default: the model's patch size).
+    overlap : int, optional
+        Pixels shared by neighbouring windows (default ``patch // 4``, rounded down to
+        even); windows step by ``patch - 2 * (overlap // 2)``.
+    batch_size : int
+        Windows per forward pass.
+    output : {"class", "proba", "raw"}, optional
+        ``"class"``: the argmax class per pixel (int16, -1 where the input is missing);
+        ``"proba"``: softmax of the blended outputs ``(class, y, x)``; ``"raw"``: the
+        blended model outputs ``(output, y, x)``. Default ``"class"`` for per-pixel class
+        models, ``"raw"`` otherwise (per-patch outputs fill their window).
+    blend : {"center", "linear"}
+        How overlapping windows combine (see the module notes).
+    bands, dims : optional
+        Channel selection and spatial dims, as for the samplers.
+    match : {"name", "position"}
+        Pair the cube's channels with the model's by name (default) or by position.
+    resources : dict | None | "auto"
+        Dask resources of the inference tasks; ``"auto"``: ``{"GPU": 1}`` when a worker
+        advertises a GPU. A request no worker can meet fails at once.
+    out : str | path, optional
+        Also write the result with :func:`stengine.to_zarr` (atomically) and return it
+        opened from there; cached models are released afterwards.
+    client : distributed.Client, optional
+        Used to check resources (default: the current one, if any).
+    progress : bool
+        Progress bar while writing ``out``.
+
+    Raises
+    ------
+    ValueError
+        Channels that differ from the model's (before anything runs), a patch larger
+        than the cube, a bad ``overlap``/``output``/``blend``, an unknown model name
+        (the known ones are listed).
+    ResourceUnavailableError
+        ``resources`` that no worker advertises.
+    """
+    import dask
+    import dask.array as dsa
+
+    from ..cube.validate import spatial_dims
+
+    op = "predict"
+    art, key, location = _resolve_model(model, op=op)
+    spec = art.spec
+    dims = spatial_dims(dims)
+    arr, channels, ref = _channels_array(cube, dims, bands, op=op)
+    if match not in ("name", "position"):
+        raise ValueError(f"{op}: match must be 'name' or 'position'; got {match!r}")
+    _check_channels(spec, channels, op=op, match=match)
+    P = int(patch if patch is not None else spec.patch_size)
+    H, W = arr.shape[-2:]
+    if P < 1 or P > H or P > W:
+        raise ValueError(f"{op}: patch={P} must be between 1 and the cube's size ({H}×{W} "
+                         f"pixels); pass patch <= {min(H, W)}")
+    if overlap is None:
+        overlap = (P // 4) // 2 * 2
+    if not 0 <= overlap < P:
+        raise ValueError(f"{op}: overlap={overlap} must be in [0, patch={P}); windows step by "
+                         "patch - overlap")
+    m = overlap // 2
+    s = P - 2 * m
+    if blend not in _BLENDS:
+        raise ValueError(f"{op}: blend must be one of {_BLENDS}; got {blend!r}")
+    kind = spec.output
+    if output is None:
+        output = "class" if kind == "classes" else "raw"
+    if output not in _OUTPUTS:
+        raise ValueError(f"{op}: output must be one of {_OUTPUTS}; got {output!r}")
+    if output in ("class", "proba") and kind not in ("classes", "label"):
+        raise ValueError(f"{op}: output={output!r} needs a class model; this model's output "
+                         f"is {kind!r}: use output='raw'")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"{op}: batch_size must be a positive integer; got {batch_size!r}")
+    res = _resources(client, resources, op=op)
+    n_out = int(spec.n_outputs)
+    D = P
+    # chunks at least D wide so every halo comes from the neighbouring chunk only
+    cy = max(D, max(arr.chunks[1]))
+    cx = max(D, max(arr.chunks[2]))
+    if min(arr.chunks[1][:-1] or (cy,)) < D or min(arr.chunks[2][:-1] or (cx,)) < D \
+            or arr.chunks[1][-1] < D or arr.chunks[2][-1] < D:
+        arr = arr.rechunk({1: cy, 2: cx})
+        if arr.chunks[1][-1] < D or arr.chunks[2][-1] < D:
+            arr = arr.rechunk({1: _even_chunks(H, cy, D), 2: _even_chunks(W, cx, D)})
+    tiles = dsa.overlap.overlap(arr, depth={0: 0, 1: D, 2: D},
+                                boundary={0: "none", 1: np.nan, 2: np.nan})
+    token = dask.base.tokenize(key, arr.name, P, m, blend, output, batch_size)
+    name = f"stengine-predict-{token}"
+    kw = dict(key=key, location=location, P=P, m=m, s=s, D=D, shape=(H, W), blend=blend,
+              batch_size=batch_size, output=output, n_out=n_out, kind=kind)
+    with dask.annotate(resources=res) if res else contextlib.nullcontext():
+        if output == "class":
+            data = dsa.map_blocks(_predict_block, tiles, drop_axis=0, chunks=arr.chunks[1:],
+                                  dtype=np.int16, name=name, meta=np.empty((0, 0), np.int16),
+                                  **kw)
+        else:
+            data = dsa.map_blocks(_predict_block, tiles, chunks=((n_out,),) + arr.chunks[1:],
+                                  dtype=np.float32, name=name,
+                                  meta=np.empty((0, 0, 0), np.float32), **kw)
+    ydim, xdim = dims
+    coords = {d: ref[d] for d in (ydim, xdim) if d in ref.coords}
+    from ..cube import SPATIAL_REF
+
+    if SPATIAL_REF in ref.coords:
+        coords[SPATIAL_REF] = ref[SPATIAL_REF]
+    attrs = {"model": spec.name, "model_sha256": key, "patch": P, "overlap": 2 * m,
+             "blend": blend, "output": output}
+    if output == "class":
+        attrs["nodata"] = -1
+        result = xr.DataArray(data, dims=(ydim, xdim), coords=coords, name="prediction",
+                              attrs=attrs)
+    else:
+        lead = "class" if output == "proba" else "output"
+        coords[lead] = np.arange(n_out)
+        result = xr.DataArray(data, dims=(lead, ydim, xdim), coords=coords, name="prediction",
+                              attrs=attrs)
+    if SPATIAL_REF in result.coords:
+        result = result.assign_attrs(grid_mapping=SPATIAL_REF)
+    if out is None:
+        return result
+    from ..io import open_cube, to_zarr
+
+    t0 = time.perf_counter()
+    try:
+        to_zarr(result, out, progress=progress)
+    finally:
+        _release_everywhere(client, key)
+    if progress:
+        print(f"predict: wrote {out} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+    return open_cube(out)
+
+
+def _even_chunks(n: int, c: int, least: int) -> tuple[int, ...]:
+    k = max(1, n // max(c, least))
+    base = n // k
+    sizes = [base] * k
+    for i in range(n - base * k):
+        sizes[i] += 1
+    return tuple(sizes)
+
+
+def _resources(client, resources, *, op: str):
+    from .train import _auto_resources, _pick_workers
+
+    if client is None:
+        try:
+            from distributed import default_client
+
+            client = default_client()
+        except (ImportError, ValueError):
+            if resources not in ("auto", None):
+                raise ValueError(f"{op}: resources={resources!r} needs a Dask cluster "
+                                 "(stengine.connect('gpu')); no client is running") from None
+            return None
+    res = _auto_resources(client, resources)
+    if res:
+        _pick_workers(client, 1, res, op=op)
+    return res
+
+
+def _release_everywhere(client, key):
+    try:
+        if client is None:
+            from distributed import default_client
+
+            client = default_client()
+        client.run(_cache.release, key)
+    except (ImportError, ValueError):
+        _cache.release(key)
+
+
+def release(key: str | None = None, *, client=None) -> dict:
+    """Drop cached models (``key`` = artefact sha256, or all) on every worker and free
+    their GPU memory; returns ``{worker: models dropped}``."""
+    try:
+        if client is None:
+            from distributed import default_client
+
+            client = default_client()
+        return client.run(_cache.release, key)
+    except (ImportError, ValueError):
+        return {"local": _cache.release(key)}
+
+
+def cache_stats(*, client=None) -> dict:
+    """``{worker: {"models": [...], "loads": {sha256: n}}}``: what each worker has loaded."""
+    try:
+        if client is None:
+            from distributed import default_client
+
+            client = default_client()
+        return client.run(_cache.stats)
+    except (ImportError, ValueError):
+        return {"local": _cache.stats()}
+
+
+# --------------------------------------------------------------------------- embed
+
+
+def _embed_part(sampler, *, key, location, batch_size, job):
+    """Embed the cells of one part: (cell ids, vectors)."""
+    import dask
+
+    runner = _runner(key, location)
+    ids, vecs = [], []
+    with dask.config.set(scheduler="sync"):
+        for b in sampler.batches(batch_size):
+            out = runner(b["x"])
+            if out.ndim == 4:  # per-pixel model: the centre pixel's vector
+                c = out.shape[-1] // 2
+                out = out[:, :, c, c]
+            ids.append(np.asarray(b["cell"], np.uint64))
+            vecs.append(np.asarray(out, np.float32))
+    monitor.publish("embed", job, {"event": "chunk", "cells": int(sum(map(len, ids)))})
+    if not ids:
+        return np.empty(0, np.uint64), np.empty((0, 0), np.float32)
+    return np.concatenate(ids), np.concatenate(vecs)
+
+
+def embed(model, cells, raster, *, batch_size: int = 256, cells_per_task: int = 20_000,
+          bands=None, toi=None, dims=None, out=None, parent_level: int | None = None,
+          resources="auto", client=None, progress: bool = True):
+    """One vector per cell: the model applied to the patch of ``raster`` around each cell.
+
+    Parameters
+    ----------
+    model : Artefact | str | path
+        A model whose output is per patch (``(B, n)``: embeddings, labels); a per-pixel
+        model gives the centre pixel's outputs.
+    cells : cell cube | array of uint64 H3 ids
+        Where (a cube or a stencil); cells whose window misses the raster are left out.
+    raster : xarray.DataArray | xarray.Dataset
+        The gridded data, with the model's channels.
+    batch_size, cells_per_task : int
+        Patches per forward pass, and cells per Dask task.
+    out : str | path, optional
+        Also write GeoParquet (one point per cell centre, EPSG:4326) partitioned by parent
+        cell: ``out/parent=<id>/part.parquet``.
+    parent_level : int, optional
+        The partitions' parent level (default: the cell level minus 3, at least 0).
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(cells, feature)`` cell cube (float32), computed.
+    """
+    import dask
+
+    from ..cube.cells import make_cell_cube
+    from .samplers import CellSampler, _cell_ids
+
+    op = "embed"
+    art, key, location = _resolve_model(model, op=op)
+    spec = art.spec
+    ids = np.asarray(_cell_ids(cells, op=op), np.uint64)
+    level, grid = _cells_level(cells, ids)
+    res = _resources(client, resources, op=op)
+    job = uuid.uuid4().hex[:10]
+    parts = []
+    for a in range(0, ids.size, cells_per_task):
+        sub = ids[a:a + cells_per_task]
+        try:
+            smp = CellSampler(sub, raster, int(spec.patch_size), bands=bands, toi=toi,
+                              dims=dims)
+        except ValueError as e:
+            if "no cell of cells" in str(e):
+                continue
+            raise
+        if a == 0 or not parts:
+            _check_channels(spec, smp.channels, op=op, match="name")
+        parts.append(smp)
+    if not parts:
+        raise ValueError(f"{op}: no cell of cells has its window on the raster")
+    token = dask.base.tokenize(key, ids.tobytes(), batch_size)
+    tasks = [dask.delayed(_embed_part, pure=True, name=f"stengine-embed-{token}-{i}")(
+        p, key=key, location=location, batch_size=batch_size, job=job)
+        for i, p in enumerate(parts)]
+    from ..compute import compute
+
+    t0 = time.perf_counter()
+    with dask.annotate(resources=res) if res else contextlib.nullcontext():
+        results = compute(*tasks, progress=progress) if len(tasks) > 1 else \
+            (compute(tasks[0], progress=progress),)
+    _release_everywhere(client, key)
+    got_ids = np.concatenate([r[0] for r in results])
+    vecs = np.concatenate([r[1] for r in results if len(r[0])])
+    cube = make_cell_cube(vecs, got_ids, grid=grid, level=level, dims=("cells", "feature"),
+                          name="embedding",
+                          attrs={"model": spec.name, "model_sha256": key,
+                                 "seconds": time.perf_counter() - t0})
+    cube = cube.assign_coords(feature=np.arange(vecs.shape[1]))
+    if out is not None:
+        _write_geoparquet(cube, out, parent_level if parent_level is not None
+                          else max(0, level - 3))
+    return cube
+
+
+def _cells_level(cells, ids):
+    from ..cube.cells import CELL_IDS
+
+    if isinstance(cells, xr.DataArray) and CELL_IDS in cells.coords:
+        a = cells[CELL_IDS].attrs
+        if "level" in a:
+            return int(a["level"]), a.get("grid_name", "h3")
+    import h3
+
+    return int(h3.get_resolution(h3.int_to_str(int(ids[0])))), "h3"
+
+
+def _write_geoparquet(cube, out, parent_level: int):
+    import geopandas as gpd
+    import h3
+    import pandas as pd
+
+    from ..cube.cells import CELL_IDS, parent_ids
+
+    ids = np.asarray(cube[CELL_IDS].values, np.uint64)
+    level = int(cube[CELL_IDS].attrs["level"])
+    parents = parent_ids(ids, "h3", level, parent_level)
+    lat, lon = np.array([h3.cell_to_latlng(h3.int_to_str(int(c))) for c in ids]).T \
+        if ids.size else (np.empty(0), np.empty(0))
+    vec = np.asarray(cube.values)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for p in np.unique(parents):
+        sel = parents == p
+        df = pd.DataFrame({"cell": ids[sel]})
+        for k in range(vec.shape[1]):
+            df[f"f{k}"] = vec[sel, k]
+        g = gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(lon[sel], lat[sel]), crs=4326)
+        d = out / f"parent={int(p)}"
+        d.mkdir(exist_ok=True)
+        tmp = d / f".part.{uuid.uuid4().hex[:6]}.tmp"
+        g.to_parquet(tmp)
+        os.replace(tmp, d / "part.parquet")
