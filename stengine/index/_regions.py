@@ -23,7 +23,9 @@ _MAX_POLY_RADIUS = 80.0  # degrees from the polygon's centre to its farthest ver
 
 
 def _unit(lon, lat):
-    lon = np.radians(np.asarray(lon, dtype=np.float64))
+    # wrap in degrees first (fmod is exact), as HTM's lon/lat -> id does: radians of a
+    # huge longitude would round to another meridian than the one its trixel is on
+    lon = np.radians(np.fmod(np.asarray(lon, dtype=np.float64), 360.0))
     lat = np.radians(np.asarray(lat, dtype=np.float64))
     c = np.cos(lat)
     return c * np.cos(lon), c * np.sin(lon), np.sin(lat)

@@ -70,26 +70,41 @@ def _out_of_range(where, name, value, at, within) -> IndexRangeError:
     return IndexRangeError(f"{where}: {name} must be {valid}; got {value}{at}. {fix}")
 
 
+_UNIT_NS = {"W": 7 * 86400 * 10 ** 9, "D": 86400 * 10 ** 9, "h": 3600 * 10 ** 9,
+            "m": 60 * 10 ** 9, "s": 10 ** 9, "ms": 10 ** 6, "us": 10 ** 3, "ns": 1}
+_NAT = np.iinfo(np.int64).min
+
+
 def _datetime64_to_ns(arr: np.ndarray, where, name, within) -> np.ndarray:
-    """int64 ns of a ``datetime64`` array of any unit; refuses values past the ns range."""
-    unit, _ = np.datetime_data(arr.dtype)
-    if arr.dtype == np.dtype("datetime64[ns]"):
-        return arr.view(np.int64).copy()  # a copy, as for every other unit
-    nat = np.isnat(arr)
-    try:
-        with np.errstate(over="ignore"):
-            ns = arr.astype("datetime64[ns]")
-    except OverflowError:  # some numpy versions raise instead of wrapping
-        ns = None
-    if unit in _SUB_NS or unit == "generic":
-        # finer units always fit (int64 ps span +-106 days); they are floored to whole ns
-        return ns.view(np.int64)
-    # numpy wraps silently on overflow: a value is representable iff it round-trips
-    bad = ~nat if ns is None else ~nat & (np.isnat(ns) | (ns.astype(arr.dtype) != arr))
-    if bad.any():
-        i = _first(bad)
+    """int64 ns (NaT kept as int64 min) of a ``datetime64`` array of any unit.
+
+    Done in integers, not with ``astype("datetime64[ns]")``: numpy wraps silently on
+    overflow (year 1500 in seconds becomes 2084 in ns) and misconverts values near the
+    ends of the range. Units finer than ns (always in range) are floored to whole ns.
+    """
+    unit, count = np.datetime_data(arr.dtype)
+    if unit in ("Y", "M"):  # calendar units: to days first, after a range check in years
+        v = arr.view(np.int64)
+        ok = v == _NAT
+        lim = 300 if unit == "Y" else 3600  # 1670..2270 in years / months of count
+        ok |= np.abs(v) <= lim // count
+        if not ok.all():
+            i = _first(~ok)
+            raise _out_of_range(where, name, np.ravel(arr)[i], _at(arr, i), within)
+        arr = arr.astype("datetime64[D]")
+        unit, count = "D", 1
+    if unit not in _UNIT_NS:  # sub-ns units (ps, fs, as) or generic (NaT only)
+        return arr.astype("datetime64[ns]").view(np.int64)
+    f = _UNIT_NS[unit] * count
+    v = arr.view(np.int64)
+    if f == 1:
+        return v.copy()  # a copy, as for every other unit
+    nat = v == _NAT
+    vv = np.where(nat, 0, v)
+    if vv.size and (int(vv.min()) < -(-NS_MIN // f) or int(vv.max()) > NS_MAX // f):
+        i = _first(~nat & ((vv < -(-NS_MIN // f)) | (vv > NS_MAX // f)))
         raise _out_of_range(where, name, np.ravel(arr)[i], _at(arr, i), within)
-    return ns.view(np.int64)
+    return np.where(nat, _NAT, vv * np.int64(f))
 
 
 def to_ns(times, *, where: str = "time", name: str = "time", within=None) -> np.ndarray:
