@@ -346,7 +346,8 @@ def _roi_pixels(geom, grid, *, op: str) -> tuple[int, int, int, int]:
     """(r_lo, r_hi, c_lo, c_hi) half-open pixel rectangle of the geometry ∩ cube."""
     inv = ~grid.transform
     minx, miny, maxx, maxy = geom.bounds
-    cs, rs = zip(*[inv * (x, y) for x in (minx, maxx) for y in (miny, maxy)], strict=True)
+    cs = [inv.a * x + inv.b * y + inv.c for x in (minx, maxx) for y in (miny, maxy)]
+    rs = [inv.d * x + inv.e * y + inv.f for x in (minx, maxx) for y in (miny, maxy)]
     h, w = grid.shape
     r_lo, r_hi = max(0, math.floor(min(rs) + 1e-9)), min(h, math.ceil(max(rs) - 1e-9))
     c_lo, c_hi = max(0, math.floor(min(cs) + 1e-9)), min(w, math.ceil(max(cs) - 1e-9))
@@ -856,7 +857,7 @@ class CellSampler(_Sampler):
         self.label_mode = label_mode
         if labels is not None:
             self._setup_labels(labels, dims, op)
-        self._channels = [c for s in sources for c in s.channels]
+        self._channels = [c for s in sources[: self._nx] for c in s.channels]
         self._source_name = _source_name(raster)
         self._describe_extra = {
             "crs": grid.crs.to_string() if grid.crs is not None else None,
