@@ -99,17 +99,38 @@ class Grid:
         return cls(crs, Affine(xres, 0.0, left, 0.0, -yres, top), (nrows, ncols))
 
     @classmethod
-    def from_coords(cls, x, y, crs=None) -> Grid:
-        """Grid from regularly spaced pixel-centre coordinates ``x`` (columns) and ``y`` (rows)."""
-        x = np.asarray(x, dtype="f8")
-        y = np.asarray(y, dtype="f8")
-        dx = float(x[1] - x[0]) if x.size > 1 else 1.0
-        dy = float(y[1] - y[0]) if y.size > 1 else -1.0
+    def from_coords(cls, x, y, crs=None, *, like=None) -> Grid:
+        """Grid from regularly spaced pixel-centre coordinates ``x`` (columns) and ``y`` (rows).
+
+        An axis with fewer than two coordinates does not say its pixel size (nor, when
+        empty, where it starts): ``like`` (an ``Affine`` or :class:`Grid`, e.g. the
+        transform a ``spatial_ref`` recorded) supplies them; without it the pixel is a
+        unit step (``+1`` along x, ``-1`` along y) starting at 0.
+
+        Examples
+        --------
+        >>> from affine import Affine
+        >>> Grid.from_coords([15.0], [45.0], like=Affine(30, 0, 0, 0, -30, 60)).transform[:6]
+        (30.0, 0.0, 0.0, 0.0, -30.0, 60.0)
+        """
+        x = np.asarray(x, dtype="f8").reshape(-1)
+        y = np.asarray(y, dtype="f8").reshape(-1)
+        if isinstance(like, Grid):
+            like = like.transform
+        ref = Affine(*tuple(like)[:6]) if like is not None else Affine(1.0, 0.0, 0.0, 0.0,
+                                                                          -1.0, 0.0)
+        dx = float(x[1] - x[0]) if x.size > 1 else float(ref.a)
+        dy = float(y[1] - y[0]) if y.size > 1 else float(ref.e)
         for name, c, d in (("x", x, dx), ("y", y, dy)):
             if c.size > 2 and not np.allclose(np.diff(c), d, rtol=1e-6, atol=1e-9 * abs(d)):
                 raise GridMismatchError(f"{name} coordinate is not regularly spaced; "
                                         "a raster grid needs constant pixel size")
-        return cls(crs, Affine(dx, 0.0, x[0] - dx / 2, 0.0, dy, y[0] - dy / 2), (y.size, x.size))
+            if not np.isfinite(c).all():
+                raise GridMismatchError(f"{name} coordinate has NaN or infinite values; a "
+                                        "raster grid needs finite pixel-centre coordinates")
+        x0 = x[0] - dx / 2 if x.size else float(ref.c)
+        y0 = y[0] - dy / 2 if y.size else float(ref.f)
+        return cls(crs, Affine(dx, 0.0, x0, 0.0, dy, y0), (y.size, x.size))
 
     # properties -----------------------------------------------------------
     @property

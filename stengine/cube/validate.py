@@ -1,4 +1,9 @@
-"""Validation shared by every op: spatial dims, dtypes, same-grid checks."""
+"""Validation shared by every op: spatial dims, dtypes, same-grid checks.
+
+Zero-size rasters (a 0-length ``y``, ``x``, ``time`` or ``band``) pass these checks:
+ops return the well-defined empty result (see ``docs/reliability.md``), and never hand
+an empty block to a kernel.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ import numpy as np
 import xarray as xr
 
 from ..errors import DimensionError, GridMismatchError
-from .conventions import DEFAULT_DIMS, get_grid
+from ..grid import Grid
+from .conventions import DEFAULT_DIMS, SPATIAL_REF, get_grid
 
 
 def spatial_dims(dims) -> tuple[str, str]:
@@ -32,12 +38,50 @@ def check_raster(da, dims=None, *, op: str, name: str = "da") -> tuple[str, str]
     return dims
 
 
+_KIND_NAMES = {"b": "bool", "i": "signed int", "u": "unsigned int", "f": "float",
+               "c": "complex", "M": "datetime", "m": "timedelta", "O": "object",
+               "U": "string", "S": "bytes", "V": "structured"}
+
+
 def check_dtype(da, kinds: str, *, op: str, name: str = "da", what: str = "") -> None:
-    """Check ``da.dtype.kind`` is one of ``kinds`` (``"b"``, ``"i"``, ``"u"``, ``"f"``)."""
-    if da.dtype.kind not in kinds:
-        names = {"b": "bool", "i": "signed int", "u": "unsigned int", "f": "float", "c": "complex"}
-        want = what or " or ".join(names[k] for k in kinds)
-        raise TypeError(f"{op}: {name} must have a {want} dtype; got {da.dtype}.")
+    """Check ``da.dtype.kind`` is one of ``kinds`` (``"b"``, ``"i"``, ``"u"``, ``"f"``).
+
+    The :class:`TypeError` names the argument, the dtype it has and how to fix it.
+    """
+    kind = np.dtype(da.dtype).kind
+    if kind not in kinds:
+        want = what or " or ".join(_KIND_NAMES[k] for k in kinds)
+        if kind == "b":
+            fix = f"Cast it first, e.g. {name}.astype('uint8')."
+        elif kind == "c":
+            fix = f"Pass the real part or the modulus ({name}.real, abs({name}))."
+        elif kind in "iuf":
+            fix = f"Cast it first, e.g. {name}.astype(...)."
+        else:
+            fix = ("Pass a numeric raster (decode datetimes/strings to numbers, or cast "
+                   f"{name}.astype(...) if the values are numbers).")
+        raise TypeError(f"{op}: {name} must have a {want} dtype; got {da.dtype} "
+                        f"({_KIND_NAMES.get(kind, kind)}). {fix}")
+
+
+def raster_grid(da, dims=None) -> Grid:
+    """The :class:`~stengine.grid.Grid` of ``da`` on the spatial ``dims``, also for rasters
+    with fewer than two rows or columns.
+
+    Like :func:`stengine.cube.get_grid` (coords win where they disagree with
+    ``spatial_ref``), except that an axis with 0 or 1 coordinates takes its pixel size
+    (and, when empty, its origin) from ``spatial_ref``'s transform instead of assuming a
+    unit pixel: a one-pixel or zero-size raster keeps its real grid.
+    """
+    ydim, xdim = spatial_dims(dims)
+    if da.sizes[ydim] >= 2 and da.sizes[xdim] >= 2:
+        return get_grid(da, dims=(ydim, xdim))
+    coords = [c for c in (xdim, ydim) if c in da.coords]
+    recorded = get_grid(da.drop_vars(coords), dims=(ydim, xdim))  # spatial_ref (or unit)
+    if len(coords) < 2 or SPATIAL_REF not in da.coords:
+        return recorded if len(coords) < 2 else get_grid(da, dims=(ydim, xdim))
+    return Grid.from_coords(da[xdim].values, da[ydim].values, recorded.crs,
+                            like=recorded.transform)
 
 
 def check_same_grid(*, op: str, dims=None, **rasters) -> None:
@@ -53,9 +97,9 @@ def check_same_grid(*, op: str, dims=None, **rasters) -> None:
     ref_name, ref = named[0]
     for n, v in named:
         check_raster(v, dims, op=op, name=n)
-    ref_grid = get_grid(ref, dims=dims)
+    ref_grid = raster_grid(ref, dims=dims)
     for n, v in named[1:]:
-        diff = ref_grid.differences(get_grid(v, dims=dims))
+        diff = ref_grid.differences(raster_grid(v, dims=dims))
         if diff:
             raise GridMismatchError(
                 f"{op}: {n} is not on the grid of {ref_name}: " + "; ".join(
@@ -67,6 +111,18 @@ def check_same_grid(*, op: str, dims=None, **rasters) -> None:
             d = other[0]
             raise GridMismatchError(f"{op}: {n} has {v.sizes[d]} {d!r} steps but {ref_name} has "
                                     f"{ref.sizes[d]}; select matching {d!r} first.")
+        for d in v.dims:  # same steps, other labels: pairing them by position would be wrong
+            if d in dims or d not in ref.dims or d not in v.indexes or d not in ref.indexes:
+                continue
+            if not v.indexes[d].equals(ref.indexes[d]):
+                raise GridMismatchError(
+                    f"{op}: {n} and {ref_name} have different {d!r} labels (first "
+                    f"{n}: {_first(v.indexes[d])}, {ref_name}: {_first(ref.indexes[d])}); "
+                    f"align them first, e.g. {n}.sel({d}={ref_name}.{d}).")
+
+
+def _first(index) -> str:
+    return repr(index[0]) if len(index) else "none"
 
 
 def is_integer(dtype) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._backends import is_dask
-from ..cube import get_grid
+from ..cube.validate import raster_grid
 from ..errors import IndexRangeError
 from ..grid import Grid
 
@@ -64,7 +64,7 @@ def lonlat_frame(da, dims, *, op: str, name: str = "da") -> LonLatFrame:
     A raster without CRS is taken as lon/lat degrees only if its coordinates fit
     ([-180, 360] × [-90, 90]); otherwise it is projected data without a CRS, an error.
     """
-    grid = da if isinstance(da, Grid) else get_grid(da, dims=dims)
+    grid = da if isinstance(da, Grid) else raster_grid(da, dims=dims)
     t = grid.transform
     if t.b != 0 or t.d != 0:
         raise ValueError(f"{op}: {name} has a rotated grid (transform {tuple(t)[:6]}); "
@@ -139,7 +139,8 @@ def reduce_to_table(x, block_fn, merge, assemble, *, fan_in: int = 8):
     """
     if not is_dask(x):
         lead = tuple(slice(0, s) for s in x.shape[:-2])
-        t = block_fn(np.asarray(x), slice(0, x.shape[-2]), slice(0, x.shape[-1]), lead)
+        t = None if x.size == 0 else block_fn(  # no pixels: no table (never an empty block)
+            np.asarray(x), slice(0, x.shape[-2]), slice(0, x.shape[-1]), lead)
         return assemble([(lead, t)])
     import dask
     from dask import delayed
@@ -157,9 +158,12 @@ def reduce_to_table(x, block_fn, merge, assemble, *, fan_in: int = 8):
         for iy, ix in itertools.product(range(x.numblocks[-2]), range(x.numblocks[-1])):
             rows = slice(int(offsets[-2][iy]), int(offsets[-2][iy + 1]))
             cols = slice(int(offsets[-1][ix]), int(offsets[-1][ix + 1]))
+            if rows.start == rows.stop or cols.start == cols.stop or any(
+                    s.start == s.stop for s in lead):
+                continue  # a zero-size block: no pixels, no table
             parts.append(delayed(_apply, pure=True)(fn, blocks[lead_idx + (iy, ix)], rows,
                                                     cols, lead))
-        per_lead.append((lead, _tree(parts, merge, fan_in)))
+        per_lead.append((lead, _tree(parts, merge, fan_in) if parts else None))
     final = delayed(assemble, pure=True)(per_lead)
     (out,) = dask.compute(final)
     return out

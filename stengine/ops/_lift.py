@@ -25,17 +25,53 @@ def meta_like(x, dtype, ndim: int):
     return out
 
 
-def lift_map(kernel, *rasters, dtype, kwargs=None, keep_attrs=True, attrs=None, name=None):
+def empty_like_block(x, shape, dtype):
+    """An uninitialised array of ``x``'s block type (numpy, CuPy, simulated) of ``shape``."""
+    xp = array_module(x)
+    out = xp.empty(shape, dtype=dtype)
+    if type(x) is not type(out) and isinstance(x, np.ndarray):
+        out = out.view(type(x))
+    return out
+
+
+def zeros_like_block(x, shape, dtype):
+    """Zeros of ``x``'s block type (numpy, CuPy, simulated) of ``shape``."""
+    out = empty_like_block(x, shape, dtype)
+    out[...] = 0
+    return out
+
+
+def _skip_empty(kernel, dtype):
+    """``kernel`` that never sees an empty block: zero-size blocks (a raster with a 0-length
+    dim) give an empty result of ``dtype`` and the broadcast shape, on every backend."""
+    def run(*blocks, **kw):
+        shapes = [np.shape(b) for b in blocks]
+        shape = np.broadcast_shapes(*shapes)
+        if 0 in shape:
+            first = next((b for b in blocks if hasattr(b, "dtype") and np.ndim(b)), blocks[0])
+            return empty_like_block(first, shape, dtype)
+        return kernel(*blocks, **kw)
+
+    run.__name__ = getattr(kernel, "__name__", "kernel")
+    return run
+
+
+def lift_map(kernel, *rasters, dtype, kwargs=None, keep_attrs=True, attrs=None, name=None,
+             block_info: bool = False):
     """Apply an elementwise ``kernel(*blocks, **kwargs)`` to aligned rasters, chunk by chunk.
 
     ``rasters`` are DataArrays on one grid (callers check with ``check_same_grid``);
     broadcasting follows xarray (e.g. ``(time, y, x)`` with ``(y, x)``). Output
     chunks equal the first input's chunks. ``attrs`` (if given) replaces the output's attrs.
+    Zero-size blocks never reach ``kernel``: they give an empty block of ``dtype``.
+    ``block_info=True`` passes ``block_info={"location": ((start, stop), ...)}`` (the
+    block's place in the whole output, per axis) to ``kernel``, e.g. for messages.
     """
     first = rasters[0]
     out = xr.apply_ufunc(
         _blockwise, *rasters,
-        kwargs={"kernel": kernel, "dtype": np.dtype(dtype), "kwargs": kwargs or {}},
+        kwargs={"kernel": _skip_empty(kernel, dtype), "dtype": np.dtype(dtype),
+                "kwargs": kwargs or {}, "block_info": block_info},
         dask="allowed",  # _blockwise lifts dask inputs itself, as one fusable layer
         join="override",  # grids were checked; float noise in coords must not drop pixels
         keep_attrs=keep_attrs,
@@ -51,7 +87,7 @@ def lift_map(kernel, *rasters, dtype, kwargs=None, keep_attrs=True, attrs=None, 
     return out
 
 
-def _blockwise(*arrays, kernel, dtype, kwargs):
+def _blockwise(*arrays, kernel, dtype, kwargs, block_info=False):
     """``kernel(*blocks, **kwargs)`` per aligned chunk; xarray has already ordered the
     dims and inserted size-1 axes for broadcasting.
 
@@ -61,6 +97,9 @@ def _blockwise(*arrays, kernel, dtype, kwargs):
     import dask.array as dsa
 
     if not any(is_dask(a) for a in arrays):
+        if block_info:
+            shape = np.broadcast_shapes(*(np.shape(a) for a in arrays))
+            kwargs = dict(kwargs, block_info={"location": tuple((0, n) for n in shape)})
         return kernel(*arrays, **kwargs)
     ndim = max(np.ndim(a) for a in arrays)
     first = next(a for a in arrays if is_dask(a))
@@ -69,9 +108,17 @@ def _blockwise(*arrays, kernel, dtype, kwargs):
         if not is_dask(a):
             a = dsa.from_array(a, chunks=-1, asarray=False)
         args += [a, tuple(range(ndim - a.ndim, ndim))]
+    if block_info:  # map_blocks knows where each block lies (one more layer: only UDFs)
+        return dsa.map_blocks(functools.partial(_located, kernel), *args[::2], dtype=dtype,
+                              meta=meta_like(first, dtype, ndim), **kwargs)
     return dsa.blockwise(kernel, tuple(range(ndim)), *args, dtype=dtype,
                          meta=meta_like(first, dtype, ndim), align_arrays=True,
                          concatenate=True, **kwargs)
+
+
+def _located(kernel, *blocks, block_info=None, **kw):
+    loc = tuple(tuple(int(v) for v in r) for r in block_info[None]["array-location"])
+    return kernel(*blocks, block_info={"location": loc}, **kw)
 
 
 def lift_block_counts(kernel, da, *, dims, nbins: int | None, new_dim: str | None = None,
@@ -91,6 +138,7 @@ def lift_block_counts(kernel, da, *, dims, nbins: int | None, new_dim: str | Non
     x = da.data
     lead = da.dims[:-2]
     bins = () if nbins is None else (nbins,)
+    kernel = functools.partial(_counts, kernel, bins)
     if is_dask(x) and nbins is None:
         # the kernel is the reduction's chunk step, so it fuses with the read (one task
         # per chunk, as a plain (x == v).sum() gets)
@@ -119,6 +167,13 @@ def lift_block_counts(kernel, da, *, dims, nbins: int | None, new_dim: str | Non
     return xr.DataArray(data, dims=out_dims, coords=coords, name=name)
 
 
+def _counts(kernel, bins, block, **kw):
+    """``kernel(block)``, or zero counts for a block without pixels (zero-size dims)."""
+    if block.size == 0:
+        return zeros_like_block(block, (*block.shape[:-2], *bins), np.int64)
+    return kernel(block, **kw)
+
+
 def _count_chunk(kernel, kwargs, block, axis, keepdims):
     out = kernel(block, **kwargs)
     return out[..., None, None] if keepdims else out
@@ -139,12 +194,33 @@ FOCAL_BOUNDARIES = ("nan", "nearest", "reflect", "wrap")
 
 
 def _edge_source(idx, n, rule):
-    """Source index of padded positions ``idx`` (all outside ``[0, n)`` on one side)."""
+    """Source index of padded positions ``idx`` (all outside ``[0, n)`` on one side).
+
+    Halos wider than the raster repeat the rule, as ``numpy.pad`` does: ``reflect`` is
+    periodic with period ``2n`` (``numpy.pad``'s ``"symmetric"``), ``wrap`` with ``n``.
+    """
     if rule == "nearest":
         return np.clip(idx, 0, n - 1)
     if rule == "reflect":  # mirror including the edge cell: c b a | a b c (scipy's 'reflect')
-        return np.where(idx < 0, -idx - 1, 2 * n - 1 - idx)
+        m = idx % (2 * n)
+        return np.where(m < n, m, 2 * n - 1 - m)
     return idx % n  # wrap
+
+
+def _runs(src, blk):
+    """``(start, stop, step)`` runs of ``src`` with one source block and a constant step
+    of +1, -1 or 0 (a run of one cell has step +1)."""
+    out = []
+    a, step = 0, None
+    for i in range(1, src.size):
+        d = int(src[i] - src[i - 1])
+        if blk[i] == blk[a] and d in (-1, 0, 1) and (step is None or d == step):
+            step = d
+            continue
+        out.append((a, i, 1 if step is None else step))
+        a, step = i, None
+    out.append((a, src.size, 1 if step is None else step))
+    return out
 
 
 def _axis_plan(chunks, h, rule):
@@ -179,10 +255,13 @@ def _axis_plan(chunks, h, rule):
                     v1 = int(p[0])
                 continue
             src = idx[region] if step == 1 else _edge_source(idx[region], n, rule)
-            step = 1 if src.size == 1 else int(src[1] - src[0])  # +1, -1 or 0 (nearest)
             blk = np.searchsorted(bounds, src, side="right") - 1
-            cuts = [0, *(np.flatnonzero(np.diff(blk)) + 1), src.size]
-            for a, z in zip(cuts[:-1], cuts[1:], strict=True):
+            if step == 1:  # inside the raster: +1 runs, cut where the source block changes
+                cuts = [0, *(np.flatnonzero(np.diff(blk)) + 1), src.size]
+                runs = [(a, z, 1) for a, z in zip(cuts[:-1], cuts[1:], strict=True)]
+            else:  # beyond an edge (at most a halo wide): runs may turn (reflect, wrap)
+                runs = _runs(src, blk)
+            for a, z, step in runs:
                 s0 = int(src[a] - bounds[blk[a]])
                 ln = z - a
                 if step == 1:
@@ -261,10 +340,6 @@ def lift_focal(kernel, da, window, *, dims, boundary, op: str, dtype, time_dim=N
     ht, hy, hx = window.halo
     wdims = ((time_dim,) if window.has_time else ()) + tuple(dims)
     rules = check_boundary(boundary, wdims, op=op)
-    for d, k in zip(wdims, window.shape[-len(wdims):], strict=True):
-        if k > da.sizes[d]:
-            raise ValueError(f"{op}: the window ({window.label}) spans {k} cells along {d!r} but "
-                             f"the raster has only {da.sizes[d]}; use a smaller window")
     lead = [d for d in da.dims if d not in wdims]
     t = da.transpose(*lead, *wdims)
     halo = {d: h for d, h in zip(wdims, (ht, hy, hx)[-len(wdims):], strict=True)}
@@ -299,7 +374,11 @@ def lift_focal(kernel, da, window, *, dims, boundary, op: str, dtype, time_dim=N
         return list(sources), (copies, fills, pshape, x.dtype, kernel, valid, shape4,
                                out_shape, kw)
 
-    if is_dask(x):
+    if x.size == 0:  # nothing to compute: the empty result, never an empty kernel call
+        data = x.map_blocks(functools.partial(_empty_block, dtype=dtype), dtype=dtype,
+                            meta=meta_like(x, dtype, x.ndim)) if is_dask(x) \
+            else empty_like_block(x, x.shape, dtype)
+    elif is_dask(x):
         tok = tokenize(x.name, op, window, rules, dtype, kwargs, block_kwargs)
         out_name = f"{op}-{tok}"
         layer = {}
@@ -318,6 +397,10 @@ def lift_focal(kernel, da, window, *, dims, boundary, op: str, dtype, time_dim=N
     if name is not None:
         out.name = name
     return out
+
+
+def _empty_block(block, dtype=None):
+    return empty_like_block(block, block.shape, dtype or block.dtype)
 
 
 def lift_zonal(chunk_fn, x, *, zones=None, chunk_args=None, combine, shared=None,
@@ -361,7 +444,7 @@ def lift_zonal(chunk_fn, x, *, zones=None, chunk_args=None, combine, shared=None
     if not lazy:
         H, W = x.shape[-2:]
         rows, cols = slice(0, H), slice(0, W)
-        args = chunk_args(rows, cols)
+        args = chunk_args(rows, cols) if H and W else None  # no pixels: no partial
         lead = tuple(slice(0, n) for n in x.shape[:-2])
         part = None if args is None else _zonal_task(chunk_fn, x, zones, shared, rows, cols,
                                                      args)
@@ -380,6 +463,8 @@ def lift_zonal(chunk_fn, x, *, zones=None, chunk_args=None, combine, shared=None
     for i, j in itertools.product(range(nby), range(nbx)):
         rows = slice(int(bounds[-2][i]), int(bounds[-2][i + 1]))
         cols = slice(int(bounds[-1][j]), int(bounds[-1][j + 1]))
+        if rows.start == rows.stop or cols.start == cols.stop:
+            continue  # a zero-size chunk holds no pixels: it contributes nothing
         args = chunk_args(rows, cols)
         if args is not None:
             spatial.append((i, j, rows, cols, args))
@@ -402,5 +487,7 @@ def lift_zonal(chunk_fn, x, *, zones=None, chunk_args=None, combine, shared=None
 
 
 def _zonal_task(chunk_fn, block, zone_block, shared, rows, cols, args):
+    if block.size == 0:  # e.g. a 0-length time chunk: no pixels, no partial
+        return None
     h, w = block.shape[-2:]
     return chunk_fn(block.reshape((-1, h, w)), zone_block, shared, rows, cols, *args)

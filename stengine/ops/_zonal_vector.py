@@ -61,22 +61,136 @@ def read_zones(zones, *, op: str):
     if zones.crs is None:
         raise ValueError(f"{op}: zones has no CRS; set it with zones.set_crs(...) (e.g. "
                          "zones.set_crs('EPSG:4326')) so it can be reprojected to the raster's")
-    types = set(zones.geom_type.dropna().unique()) - _POLYGONAL
-    if types:
-        raise TypeError(f"{op}: zones must be Polygon or MultiPolygon geometries; got "
-                        f"{sorted(types)}. Buffer points/lines first (e.g. gdf.buffer(d)).")
+    check_geometries(zones.geometry, op=op)
     return zones
 
 
-def to_raster_crs(gdf, crs, *, op: str):
-    """Reproject ``gdf``'s geometries to ``crs`` (a pyproj CRS or None) once."""
+def _rows(geo, bad, limit: int = 5) -> str:
+    """``rows 2, 7 (index 'a', 'b')`` for the positions ``bad`` of ``geo``."""
+    pos = np.flatnonzero(bad)
+    shown = pos[:limit]
+    more = f" and {pos.size - limit} more" if pos.size > limit else ""
+    labels = ", ".join(repr(v) for v in geo.index[shown])
+    word = "row" if pos.size == 1 else "rows"
+    return f"{word} {', '.join(str(int(i)) for i in shown)}{more} (index {labels})"
+
+
+def check_geometries(geo, *, op: str) -> None:
+    """Refuse geometries no pixel rule can place: missing or empty geometries, types other
+    than (Multi)Polygon, and NaN or infinite vertex coordinates. Messages name ``zones``
+    and the offending rows (positions and index labels)."""
+    import shapely
+
+    arr = np.asarray(geo.values, dtype=object)
+    missing = shapely.is_missing(arr)
+    if missing.any():
+        raise ValueError(f"{op}: zones has missing (None) geometries at {_rows(geo, missing)}; "
+                         "drop them first (zones[~zones.geometry.isna()])")
+    types = np.asarray(geo.geom_type, dtype=object)
+    wrong = ~np.isin(types, list(_POLYGONAL))
+    if wrong.any():
+        found = sorted(set(types[wrong]))
+        raise TypeError(f"{op}: zones must be Polygon or MultiPolygon geometries; got "
+                        f"{found} at {_rows(geo, wrong)}. Buffer points/lines first (e.g. "
+                        "gdf.buffer(d)).")
+    empty = shapely.is_empty(arr)
+    if empty.any():
+        raise ValueError(f"{op}: zones has empty geometries at {_rows(geo, empty)}; an empty "
+                         "polygon covers no pixel. Drop them first (zones[~zones.is_empty]).")
+    bad = _nonfinite(arr)
+    if bad.any():
+        raise ValueError(f"{op}: zones has NaN or infinite vertex coordinates at "
+                         f"{_rows(geo, bad)}; fix or drop those geometries.")
+
+
+def _nonfinite(arr) -> np.ndarray:
+    """Per geometry: True when any vertex coordinate is NaN or infinite."""
+    import shapely
+
+    coords, index = shapely.get_coordinates(arr, include_z=False, return_index=True)
+    bad = np.zeros(arr.size, bool)
+    if coords.size:
+        rows = ~np.isfinite(coords).all(axis=1)
+        bad[np.unique(index[rows])] = True
+    return bad
+
+
+def to_raster_crs(gdf, crs, *, op: str, grid=None):
+    """Reproject ``gdf``'s geometries to ``crs`` (a pyproj CRS or None) once.
+
+    Geometries that reprojection sends to NaN/infinite coordinates, or that lie wholly
+    outside ``crs``'s area of use while missing the raster (``grid``, if given) too, are
+    refused with an :class:`~stengine.errors.IndexRangeError` naming ``zones`` and the rows:
+    their coordinates in ``crs`` would be meaningless, not merely outside the raster.
+    """
     if crs is None:
         raise ValueError(f"{op}: values has no CRS, so polygon zones cannot be placed on it; "
                          "give it one with stengine.cube.set_grid (or rioxarray's write_crs)")
     geo = gdf.geometry
-    if not geo.crs.equals(crs):
-        geo = geo.to_crs(crs)
-    return geo
+    if geo.crs.equals(crs):
+        return geo
+    from ..errors import IndexRangeError
+
+    out = geo.to_crs(crs)
+    bad = _nonfinite(np.asarray(out.values, dtype=object))
+    if bad.any():
+        raise IndexRangeError(
+            f"{op}: zones {_rows(geo, bad)} cannot be reprojected to the raster's CRS "
+            f"({_crs_name(crs)}): it gives NaN/infinite coordinates, so those geometries lie "
+            f"(partly) outside where that CRS is defined{_area_text(crs)}. Clip or drop them.")
+    outside = _outside_area(geo, crs, grid)
+    if outside is not None and outside.any():
+        raise IndexRangeError(
+            f"{op}: zones {_rows(geo, outside)} lie wholly outside the area of use of the "
+            f"raster's CRS ({_crs_name(crs)}{_area_text(crs)}) and away from the raster: "
+            "reprojected there they would land at meaningless coordinates. Check the zones' "
+            "CRS (zones.crs) or drop those rows.")
+    return out
+
+
+def _crs_name(crs) -> str:
+    epsg = crs.to_epsg(min_confidence=70)
+    return f"EPSG:{epsg}" if epsg else crs.name
+
+
+def _area_text(crs) -> str:
+    a = crs.area_of_use
+    if a is None:
+        return ""
+    return f"; area of use lon {a.west:g}..{a.east:g}, lat {a.south:g}..{a.north:g}"
+
+
+def _lon_overlap(w0, e0, w1, e1):
+    """Do lon ranges [w0, e0] (per geometry, arrays) and [w1, e1] (may cross ±180) meet?"""
+    if w1 <= e1:
+        return (e0 >= w1) & (w0 <= e1)
+    return (e0 >= w1) | (w0 <= e1)  # the range crosses the antimeridian
+
+
+def _outside_area(geo, crs, grid):
+    """Per geometry: wholly outside ``crs.area_of_use`` and away from the raster ``grid``
+    (both compared in lon/lat); None when the CRS has no area of use."""
+    area = crs.area_of_use
+    if area is None:
+        return None
+    lonlat = geo if geo.crs.is_geographic else geo.to_crs("EPSG:4326")
+    b = np.asarray(lonlat.bounds, dtype=np.float64).reshape(-1, 4)
+    with np.errstate(invalid="ignore"):
+        inside = _lon_overlap(b[:, 0], b[:, 2], area.west, area.east) & \
+            (b[:, 3] >= area.south) & (b[:, 1] <= area.north)
+        out = ~inside & np.isfinite(b).all(axis=1)
+        if out.any() and grid is not None and grid.shape[0] and grid.shape[1]:
+            from pyproj import Transformer
+
+            try:
+                w, s, e, n = Transformer.from_crs(crs, "EPSG:4326", always_xy=True) \
+                    .transform_bounds(*grid.bounds, densify_pts=21)
+            except Exception:  # noqa: BLE001 - no lon/lat footprint: keep the area rule
+                return out
+            if np.isfinite([w, s, e, n]).all():
+                near = _lon_overlap(b[:, 0], b[:, 2], w, e) & (b[:, 3] >= s) & (b[:, 1] <= n)
+                out &= ~near
+    return out
 
 
 def flatten(geoms, transform) -> Geometry:
@@ -172,6 +286,8 @@ def chunk_polygons(geom: Geometry, row_chunks, col_chunks) -> dict[tuple[int, in
     rb = np.concatenate([[0], np.cumsum(row_chunks)]).astype(np.int64)
     cb = np.concatenate([[0], np.cumsum(col_chunks)]).astype(np.int64)
     H, W = int(rb[-1]), int(cb[-1])
+    if H == 0 or W == 0:
+        return {}  # a raster without pixels: no chunk needs any polygon
     bb = geom.bbox
     with np.errstate(invalid="ignore"):
         keep = np.isfinite(bb).all(axis=1) & (bb[:, 2] >= 0) & (bb[:, 0] <= W) \

@@ -24,7 +24,8 @@ import numpy as np
 import xarray as xr
 
 from .._backends import is_dask
-from ..cube import check_raster, get_grid
+from ..cube import check_raster
+from ..cube.validate import raster_grid
 from ..cube.cells import (
     CELL_DIM,
     CELL_IDS,
@@ -535,7 +536,7 @@ def cells_to_raster(cube, like, *, fill=None, dims=("y", "x")):
     _check_backend(cube.data, op)
     if isinstance(like, xr.DataArray):
         ydim, xdim = check_raster(like, dims, op=op, name="like")
-        g = get_grid(like, dims=(ydim, xdim))
+        g = raster_grid(like, dims=(ydim, xdim))
         chunks = None
         if like.chunks:
             chunks = (like.chunks[like.get_axis_num(ydim)], like.chunks[like.get_axis_num(xdim)])

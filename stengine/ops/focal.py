@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cube import check_dtype, check_raster, get_grid
+from ..cube import check_dtype, check_raster
+from ..cube.validate import raster_grid
 from ..errors import DimensionError
 from ._kernel import Kernel
 from ._lift import check_boundary, lift_focal
@@ -99,7 +100,7 @@ def prepare(da, window, *, op, dims, time_dim, boundary):
     check_dtype(da, "biuf", op=op)
     w = Window.parse(window)
     if w.pending is not None:
-        w = w.resolve(get_grid(da, dims=dims))
+        w = w.resolve(raster_grid(da, dims=dims))
     if w.has_time:
         if time_dim is None or time_dim not in da.dims:
             raise DimensionError(
@@ -207,8 +208,9 @@ _RAISES = """
     DimensionError
         ``da`` lacks ``dims`` (or ``time_dim`` for a space-time window).
     ValueError
-        Even window sizes, a window larger than the raster, bad ``boundary``, or a
-        metre radius on a geographic grid.
+        Even window sizes, bad ``boundary``, or a metre radius on a geographic grid.
+        (Windows wider than the raster are fine: the boundary rule repeats, as
+        ``numpy.pad`` does; a zero-size raster gives the empty result.)
 """
 
 

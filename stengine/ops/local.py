@@ -434,6 +434,17 @@ def local_apply(func, *rasters, dtype=None, check: bool = True, name=None, dims=
     (:func:`check_udf`) so mistakes surface before the cluster works. Chunks along a
     dim the function needs whole (e.g. ``band``) must be a single chunk.
 
+    Every chunk's result is checked too: it must be an array of the chunk's shape and
+    of exactly the output dtype (``dtype=``, or the sample's dtype). Zero-size chunks
+    never reach ``func``.
+
+    Raises
+    ------
+    UDFError
+        ``func`` fails on the sample or on a chunk, returns something that is not an
+        array, a wrong shape, or a dtype other than the declared/sampled one; the
+        message names the function and the chunk (its index range along every dim).
+
     Examples
     --------
     >>> import numpy as np, stengine
@@ -449,17 +460,60 @@ def local_apply(func, *rasters, dtype=None, check: bool = True, name=None, dims=
     check_same_grid(op="local_apply", dims=dims,
                     **{f"rasters[{i}]": r for i, r in enumerate(rasters)})
     out_dtype = check_udf(func, *rasters, **params) if check else None
+    if dtype is not None and out_dtype is not None and np.dtype(dtype) != out_dtype:
+        raise UDFError(f"local_apply: {getattr(func, '__name__', repr(func))} returned dtype "
+                       f"{out_dtype} on the sample but dtype={np.dtype(dtype)} was declared; "
+                       f"return {np.dtype(dtype)} (e.g. .astype('{np.dtype(dtype)}') in the "
+                       f"function) or pass dtype='{out_dtype}'.")
     out_dtype = np.dtype(dtype) if dtype is not None else out_dtype
     if out_dtype is None:
         raise TypeError("local_apply: pass dtype= when check=False")
 
-    def kernel(*blocks, **kw):
-        return func(*blocks, **kw)
+    fname = getattr(func, "__name__", repr(func))
+    dims_out = _out_dims(rasters)
+
+    def kernel(*blocks, block_info, **kw):
+        return _checked_call(func, fname, blocks, kw, out_dtype, dims_out, block_info,
+                             declared=dtype is not None)
 
     kernel.__name__ = getattr(func, "__name__", "udf")
     attrs = {k: v for k, v in rasters[0].attrs.items() if k != "nodata"}
     return lift_map(kernel, *rasters, dtype=out_dtype, kwargs=params, attrs=attrs,
-                    name=name or rasters[0].name)
+                    name=name or rasters[0].name, block_info=True)
+
+
+def _out_dims(rasters):
+    """The output dims of :func:`lift_map` on ``rasters`` (first raster's order, then new)."""
+    out = list(rasters[0].dims)
+    for r in rasters[1:]:
+        out += [d for d in r.dims if d not in out]
+    return out
+
+
+def _checked_call(func, fname, blocks, kw, dtype, dims, block_info, *, declared):
+    """``func(*blocks, **kw)`` on one chunk, checked against what the sample check (or
+    ``dtype=``) promised: an array of the chunk's shape and exactly ``dtype``."""
+    loc = block_info["location"]
+    where = ", ".join(f"{d} {a}:{b}" for d, (a, b) in zip(dims, loc, strict=False))
+    want = tuple(b - a for a, b in loc)
+    try:
+        out = func(*blocks, **kw)
+    except Exception as e:  # noqa: BLE001 - re-raised with the chunk named
+        raise UDFError(f"local_apply: {fname} raised {type(e).__name__}: {e} on the chunk at "
+                       f"{where} (shape {want}).") from e
+    if not hasattr(out, "shape") or not hasattr(out, "dtype"):
+        raise UDFError(f"local_apply: {fname} returned {type(out).__name__}, not an array, on "
+                       f"the chunk at {where}; it must return an array of shape {want}.")
+    if tuple(out.shape) != want:
+        raise UDFError(f"local_apply: {fname} returned shape {tuple(out.shape)} on the chunk "
+                       f"at {where}; expected {want}, the chunk's shape (one value per pixel).")
+    if np.dtype(out.dtype) != dtype:
+        said = "declared with dtype=" if declared else "inferred from the 16x16 sample check"
+        raise UDFError(f"local_apply: {fname} returned dtype {out.dtype} on the chunk at "
+                       f"{where}, but the output dtype is {dtype} ({said}). Return "
+                       f"a {dtype} array (e.g. .astype('{dtype}') in the function) or pass "
+                       f"dtype='{out.dtype}'.")
+    return out
 
 
 # --------------------------------------------------------------------------- band math
@@ -467,13 +521,180 @@ _ALLOWED_FUNCS = {"sqrt", "log", "log10", "exp", "abs", "where", "minimum", "max
                   "clip", "sin", "cos", "tan", "arctan2", "floor", "ceil", "isnan"}
 
 
+# Bounds that keep parsing and evaluating an untrusted expression cheap (milliseconds).
+MAX_EXPR_CHARS = 4096
+MAX_EXPR_NODES = 1024
+MAX_EXPR_DEPTH = 100
+
+
+def _compile_expr(expr, names, *, op):
+    """Check ``expr`` against band_math's grammar and bounds; return its code object.
+
+    Only numbers, the raster ``names``, the allowed functions (called) and arithmetic,
+    comparison and ``& | ~`` operators are accepted, within :data:`MAX_EXPR_CHARS`,
+    :data:`MAX_EXPR_NODES` and :data:`MAX_EXPR_DEPTH`. Number literals become float64 and
+    constant sub-expressions are folded here in float64 (overflow, division by zero and
+    invalid results refused), so evaluation never does Python big-integer arithmetic
+    (``10**10**7``) or any per-chunk work beyond numpy's, whatever the input.
+    """
+    import ast
+
+    if not isinstance(expr, str):
+        raise TypeError(f"{op}: expr must be a string; got {type(expr).__name__}")
+    if len(expr) > MAX_EXPR_CHARS:
+        raise ValueError(f"{op}: expr is {len(expr)} characters long (limit "
+                         f"{MAX_EXPR_CHARS}); split it into several band_math calls")
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except (SyntaxError, ValueError, MemoryError, RecursionError) as e:
+        raise ValueError(f"{op}: cannot parse expr {_short(expr)}: "
+                         f"{getattr(e, 'msg', None) or e}") from e
+    allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Call, ast.Name,
+               ast.Load, ast.Constant, ast.operator, ast.unaryop, ast.cmpop)
+    binops = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow,
+              ast.BitAnd, ast.BitOr)
+    unops = (ast.USub, ast.UAdd, ast.Invert)
+    cmpops = (ast.Lt, ast.Gt, ast.LtE, ast.GtE, ast.Eq, ast.NotEq)
+    nodes = 0
+    stack = [(tree, 1)]
+    while stack:  # iterative: a deep tree must not exhaust the interpreter's stack
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_EXPR_NODES:
+            raise ValueError(f"{op}: expr has more than {MAX_EXPR_NODES} syntax nodes; split "
+                             "it into several band_math calls")
+        if depth > MAX_EXPR_DEPTH:
+            raise ValueError(f"{op}: expr nests deeper than {MAX_EXPR_DEPTH} levels; "
+                             "simplify it or split it into several band_math calls")
+        if not isinstance(node, allowed):
+            raise ValueError(f"{op}: {type(node).__name__} is not allowed in expr "
+                             f"{_short(expr)}")
+        if isinstance(node, ast.BinOp) and not isinstance(node.op, binops):
+            raise ValueError(f"{op}: operator {type(node.op).__name__} is not allowed in expr "
+                             f"{_short(expr)}; use + - * / // % ** & |")
+        if isinstance(node, ast.UnaryOp) and not isinstance(node.op, unops):
+            raise ValueError(f"{op}: {type(node.op).__name__} is not allowed in expr "
+                             f"{_short(expr)}; use ~ for a logical not")
+        if isinstance(node, ast.Compare) and (len(node.ops) != 1 or
+                                              not isinstance(node.ops[0], cmpops)):
+            raise ValueError(f"{op}: expr {_short(expr)} chains comparisons (or uses 'is'/"
+                             "'in'); write (lo < a) & (a < hi) instead")
+        if isinstance(node, ast.Call):
+            if not (isinstance(node.func, ast.Name) and node.func.id in _ALLOWED_FUNCS):
+                raise ValueError(f"{op}: only {sorted(_ALLOWED_FUNCS)} may be called in expr "
+                                 f"{_short(expr)}")
+            if node.keywords:
+                raise ValueError(f"{op}: keyword arguments are not allowed in expr "
+                                 f"{_short(expr)}; pass arguments by position")
+            stack.extend((a, depth + 1) for a in node.args)
+            continue
+        if isinstance(node, ast.Name):
+            if node.id in _ALLOWED_FUNCS and node.id not in names:
+                raise ValueError(f"{op}: {node.id} must be called in expr {_short(expr)}")
+            if node.id not in names and node.id not in _ALLOWED_FUNCS:
+                raise ValueError(f"{op}: unknown name {node.id!r} in expr {_short(expr)}; "
+                                 f"rasters given: {sorted(names)}")
+        if isinstance(node, ast.Constant) and (
+                isinstance(node.value, complex) or not isinstance(node.value, int | float)):
+            raise ValueError(f"{op}: only real numbers may appear as constants in expr "
+                             f"{_short(expr)}; got {node.value!r}")
+        stack.extend((c, depth + 1) for c in ast.iter_child_nodes(node))
+    tree = _fold(tree, expr, op)
+    return compile(ast.fix_missing_locations(tree), "<band_math>", "eval")
+
+
+def _short(expr: str, n: int = 80) -> str:
+    return repr(expr if len(expr) <= n else expr[:n] + "...")
+
+
+def _fold(tree, expr, op):
+    """Number literals as float64, constant sub-expressions folded in float64 (bounded)."""
+    import ast
+    import operator
+
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+           ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+           ast.Pow: operator.pow, ast.BitAnd: operator.and_, ast.BitOr: operator.or_,
+           ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Invert: operator.invert,
+           ast.Lt: operator.lt, ast.Gt: operator.gt, ast.LtE: operator.le,
+           ast.GtE: operator.ge, ast.Eq: operator.eq, ast.NotEq: operator.ne}
+
+    def num(v):
+        """A Python float (or bool) for a literal or a folded value; big ints refused."""
+        if isinstance(v, bool | np.bool_):
+            return bool(v)
+        try:
+            f = float(v)
+        except OverflowError:
+            f = np.inf
+        if not np.isfinite(f) and not isinstance(v, float | np.floating):
+            raise ValueError(f"{op}: the number {str(v)[:20]}... in expr {_short(expr)} does "
+                             "not fit a float64")
+        return f
+
+    def arg(v):
+        return np.bool_(v) if isinstance(v, bool) else np.float64(v)
+
+    def const(node):
+        return node.value if isinstance(node, ast.Constant) else None
+
+    class Folder(ast.NodeTransformer):
+        def visit_Constant(self, node):
+            return ast.copy_location(ast.Constant(num(node.value)), node)
+
+        def _try(self, node, fn, *args):
+            if any(a is None for a in args):
+                return node
+            try:
+                with np.errstate(all="raise"):
+                    v = fn(*(arg(a) for a in args))
+            except (FloatingPointError, ZeroDivisionError, OverflowError, TypeError) as e:
+                raise ValueError(f"{op}: a constant part of expr {_short(expr)} cannot be "
+                                 f"evaluated in float64 ({type(e).__name__}: {e}); numbers "
+                                 "must stay within float64's range") from e
+            if not isinstance(v, np.bool_ | bool) and not np.isfinite(v) and all(
+                    isinstance(a, bool) or np.isfinite(a) for a in args):
+                raise ValueError(f"{op}: a constant part of expr {_short(expr)} overflows "
+                                 "float64; numbers must stay within float64's range")
+            return ast.copy_location(ast.Constant(num(v)), node)
+
+        def visit_BinOp(self, node):
+            self.generic_visit(node)
+            return self._try(node, ops[type(node.op)], const(node.left), const(node.right))
+
+        def visit_UnaryOp(self, node):
+            self.generic_visit(node)
+            return self._try(node, ops[type(node.op)], const(node.operand))
+
+        def visit_Compare(self, node):
+            self.generic_visit(node)
+            return self._try(node, ops[type(node.ops[0])], const(node.left),
+                             const(node.comparators[0]))
+
+    return Folder().visit(tree)
+
+
 def band_math(expr: str, /, *, dims=None, **rasters):
     """Evaluate an arithmetic expression over named rasters, chunk by chunk, as float.
 
-    ``expr`` uses the names of ``rasters``, numbers, ``+ - * / ** < > <= >= == & |``
-    and the functions ``sqrt log log10 exp abs where minimum maximum clip sin cos tan
-    arctan2 floor ceil isnan``. Grids are checked. Integer nodata becomes NaN first;
+    ``expr`` uses the names of ``rasters``, numbers, ``+ - * / // % ** < > <= >= == !=
+    & | ~`` and the functions ``sqrt log log10 exp abs where minimum maximum clip sin cos
+    tan arctan2 floor ceil isnan``. Grids are checked. Integer nodata becomes NaN first;
     the result is float32 (float64 if any input is float64).
+
+    ``expr`` may come from untrusted users: it is checked in well under a millisecond
+    against the grammar above and bounds (at most :data:`MAX_EXPR_CHARS` characters,
+    :data:`MAX_EXPR_NODES` syntax nodes, :data:`MAX_EXPR_DEPTH` levels of nesting);
+    numbers are float64 and constant parts are folded once, in float64, so evaluation
+    costs what numpy's array arithmetic costs, never Python big-integer work
+    (``10**10**7`` is refused: it overflows float64).
+
+    Raises
+    ------
+    ValueError
+        ``expr`` does not parse, uses anything outside the grammar, exceeds a bound, or
+        has a constant part that overflows float64 or divides by zero; the message
+        names ``expr``.
 
     Examples
     --------
@@ -483,26 +704,10 @@ def band_math(expr: str, /, *, dims=None, **rasters):
     >>> band_math("(nir - red) / (nir + red)", nir=nir, red=red).values
     array([[0.33333334, 0.        ]], dtype=float32)
     """
-    import ast
-
     op = "band_math"
     if not rasters:
         raise TypeError(f"{op}: pass the rasters as keywords, e.g. band_math('a+b', a=..., b=...)")
-    try:
-        tree = ast.parse(expr, mode="eval")
-    except SyntaxError as e:
-        raise ValueError(f"{op}: cannot parse expr {expr!r}: {e.msg}") from e
-    allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Call, ast.Name,
-               ast.Load, ast.Constant, ast.operator, ast.unaryop, ast.cmpop)
-    for node in ast.walk(tree):
-        if not isinstance(node, allowed):
-            raise ValueError(f"{op}: {type(node).__name__} is not allowed in expr {expr!r}")
-        if isinstance(node, ast.Name) and node.id not in rasters and node.id not in _ALLOWED_FUNCS:
-            raise ValueError(f"{op}: unknown name {node.id!r} in {expr!r}; rasters given: "
-                             f"{sorted(rasters)}")
-        if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name)
-                                               and node.func.id in _ALLOWED_FUNCS):
-            raise ValueError(f"{op}: only {sorted(_ALLOWED_FUNCS)} may be called in {expr!r}")
+    code = _compile_expr(expr, set(rasters), op=op)
     names = list(rasters)
     for n in names:
         check_raster(rasters[n], dims, op=op, name=n)
@@ -512,7 +717,6 @@ def band_math(expr: str, /, *, dims=None, **rasters):
                                       and r.dtype.kind != "f" for r in rasters.values()) \
         else np.dtype("f4")
     nodata = [_nodata(rasters[n]) for n in names]
-    code = compile(tree, "<band_math>", "eval")
 
     def kernel(*blocks):
         from .._backends import array_module
@@ -524,12 +728,12 @@ def band_math(expr: str, /, *, dims=None, **rasters):
             if has:
                 v[b == nd] = np.nan
             env[n] = v
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(all="ignore"):  # inf/NaN results are values, as numpy gives them
             r = eval(code, {"__builtins__": {}}, env)
-        shape = np.broadcast_shapes(*(b.shape for b in blocks))
-        if not hasattr(r, "shape") or r.shape != shape:  # e.g. "2" or an unused raster
-            r = r + xp.zeros_like(blocks[0], shape=shape, dtype=out_dtype)
-        return r.astype(out_dtype, copy=False)
+            shape = np.broadcast_shapes(*(b.shape for b in blocks))
+            if not hasattr(r, "shape") or r.shape != shape:  # e.g. "2" or an unused raster
+                r = r + xp.zeros_like(blocks[0], shape=shape, dtype=out_dtype)
+            return r.astype(out_dtype, copy=False)
 
     kernel.__name__ = "band_math"
     first = rasters[names[0]]

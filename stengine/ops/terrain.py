@@ -35,7 +35,8 @@ import math
 
 import numpy as np
 
-from ..cube import check_dtype, check_raster, get_grid
+from ..cube import check_dtype, check_raster
+from ..cube.validate import raster_grid
 from ._kernel import Kernel
 from ._lift import lift_focal
 from ._numba import terrain as _cpu
@@ -51,7 +52,7 @@ _WINDOW = Window.rectangle(3)
 
 def _cell_sizes(da, dims, cell_size, op):
     """``(block_kwargs, xsign, ysign)``: per-block ``dx``/``dy`` (metres) of output rows."""
-    grid = get_grid(da, dims=dims)
+    grid = raster_grid(da, dims=dims)
     t = grid.transform
     if t.b != 0 or t.d != 0:
         raise ValueError(f"{op}: the raster's grid is rotated ({tuple(t)[:6]}); terrain needs "

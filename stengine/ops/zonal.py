@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..cube import check_dtype, check_raster, check_same_grid, get_grid
+from ..cube import check_dtype, check_raster, check_same_grid
+from ..cube.validate import raster_grid
 from ..errors import ChunkError, DimensionError
 from . import _zonal_partials as P
 from . import _zonal_vector as V
@@ -290,8 +291,8 @@ def _plan(values, zones, *, op, all_touched, weights, zone_ids, nodata, dims, kw
             raise ValueError(f"{op}: zone_ids= is for zone rasters; polygon results follow "
                              "the GeoDataFrame's index (set it with gdf.set_index)")
         gdf = V.read_zones(zones, op=op)
-        grid = get_grid(values, dims=dims)
-        geom = V.flatten(V.to_raster_crs(gdf, grid.crs, op=op), grid.transform)
+        grid = raster_grid(values, dims=dims)
+        geom = V.flatten(V.to_raster_crs(gdf, grid.crs, op=op, grid=grid), grid.transform)
         chunks = values.chunks[-2:] if values.chunks else ((grid.shape[0],), (grid.shape[1],))
         by_block = V.chunk_polygons(geom, *chunks)
         rb = np.r_[0, np.cumsum(chunks[0])]

@@ -253,11 +253,17 @@ def test_one_pass_and_only_needed_chunks_are_read():
 def test_no_valid_pixel_zone_and_empty_geometry():
     v = make_cube(SHAPE, "f4", nan_fraction=0)
     v[:, :3] = np.nan
-    gdf = gpd.GeoDataFrame(geometry=[_poly([(0.2, 0.3), (2.6, 0.4), (1.5, 6.7)]),
-                                     shapely.Polygon(), None], crs="EPSG:32633")
+    far = shapely.box(600000, 4100000, 600100, 4100100)  # off the raster: legitimately 0
+    gdf = gpd.GeoDataFrame(geometry=[_poly([(0.2, 0.3), (2.6, 0.4), (1.5, 6.7)]), far],
+                           crs="EPSG:32633")
     out = zonal_stats(v, gdf, stats=["count", "sum", "max"])
-    assert out["count"].tolist() == [0, 0, 0]
+    assert out["count"].tolist() == [0, 0]
     assert out[["sum", "max"]].isna().all().all()
+    # empty and missing geometries cover nothing by mistake, not by design: refused
+    for bad, what in ((shapely.Polygon(), "empty"), (None, "missing")):
+        zones = gpd.GeoDataFrame(geometry=[far, bad], index=["a", "b"], crs="EPSG:32633")
+        with pytest.raises(ValueError, match=rf"zones has {what}.*row 1 \(index 'b'\)"):
+            zonal_stats(v, zones)
 
 
 def test_accessor():
