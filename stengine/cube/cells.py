@@ -275,12 +275,13 @@ def _fill_value(dtype):
 
 
 def to_zarr_cells(cube, store, *, chunk_len: int | None = None, mode: str = "w",
-                  progress: bool = False) -> str:
+                  progress: bool = False, lock_timeout: float | None = None) -> str:
     """Write a cell cube to Zarr in the packed parent-group layout (see module docs).
 
     ``chunk_len`` (slots per Zarr chunk along ``cells``) defaults to the largest parent
     group; it must be at least that. Other dims (``time``) are stored whole, so reading
-    one parent group reads exactly one Zarr chunk.
+    one parent group reads exactly one Zarr chunk. The write is atomic and holds the
+    store's write lock, as :func:`stengine.io.zarr.to_zarr` does (``lock_timeout``).
     """
     import dask.array as dsa
 
@@ -335,20 +336,25 @@ def to_zarr_cells(cube, store, *, chunk_len: int | None = None, mode: str = "w",
                 "level": level, "chunk_level": int(chunk_level), "chunk_len": int(chunk_len),
                 "cells_axis": int(axis)}
     # other dims are stored whole, so one parent group is exactly one Zarr chunk
-    return to_zarr(ds, store, mode=mode, chunks={CELL_DIM: chunk_len}, progress=progress)
+    return to_zarr(ds, store, mode=mode, chunks={CELL_DIM: chunk_len}, progress=progress,
+                   lock_timeout=lock_timeout)
 
 
-def open_cells(store) -> xr.DataArray:
+def open_cells(store, *, missing: str = "error", lock_timeout: float | None = None,
+               _ds=None) -> xr.DataArray:
     """Open a cell cube written by :func:`to_zarr_cells`, lazily, padding removed.
 
     Each dask chunk along ``cells`` is the valid prefix of one Zarr chunk (whole parent
     groups), so :func:`select_parents` on the result reads only the chunks it needs.
+    ``missing`` and ``lock_timeout`` are those of :func:`stengine.io.zarr.open_cube`
+    (missing or damaged chunks are errors naming store and chunk).
     """
     import dask.array as dsa
 
     from ..io.zarr import open_dataset
 
-    ds = open_dataset(store)
+    ds = _ds if _ds is not None else open_dataset(store, missing=missing,
+                                                  lock_timeout=lock_timeout)
     if not isinstance(ds, xr.Dataset) or ds.attrs.get("stengine_layout") != _LAYOUT:
         raise ValueError(f"open_cells: {store!r} is not a cell cube store (written by "
                          "stengine.cube.cells.to_zarr_cells)")

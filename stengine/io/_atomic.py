@@ -13,6 +13,13 @@ Two mechanisms, chosen by the kind of write:
   completes. If the write fails, or the process dies, the journal is replayed by
   :func:`recover` (called before every open and write), restoring the old bytes and
   deleting chunks written beyond the old shape.
+
+Recovery never touches a live writer's files: writers hold the store's write lock
+(:func:`stengine.io._lock.write_lock`) for the whole write, and :func:`recover` works
+only while holding that lock (re-entrant for the writer itself; a reader tries it
+without waiting and leaves everything alone when a writer is alive). A dead writer's
+flock is released by the kernel, so its leftovers – a journal, a half-swapped store,
+``<store>.stengine-tmp-*`` folders – are cleaned by the next open or write.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ import uuid
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+
+from ..errors import StoreLockedError
+from . import _lock
 
 TMP, OLD, TXN = ".stengine-tmp-", ".stengine-old-", ".stengine-txn"
 
@@ -107,6 +117,8 @@ def rollback(path: Path) -> None:
         dst = Path(path) / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(txn / "files" / rel, dst)
+    for part in Path(path).rglob("*.partial"):  # a chunk write killed halfway (zarr)
+        part.unlink(missing_ok=True)
     shutil.rmtree(txn)
 
 
@@ -125,13 +137,46 @@ def _delete_chunks_beyond(array_dir: Path, axis: int, old_len: int, chunk_len: i
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
-def recover(path: Path) -> bool:
-    """Finish or undo an interrupted commit at ``path``; return True if anything was done."""
+def pending(path: Path) -> bool:
+    """True if an interrupted (or running) write left anything next to ``path``.
+
+    One ``stat`` and one listing of the parent directory.
+    """
     path = Path(path)
+    try:
+        names = os.listdir(path.parent)
+    except FileNotFoundError:
+        return False
+    prefixes = (path.name + TXN, path.name + OLD, path.name + TMP)
+    return any(n.startswith(prefixes) for n in names)
+
+
+def recover(path: Path, *, wait: float | None = 0) -> bool:
+    """Finish or undo an interrupted commit at ``path``; return True if anything was done.
+
+    Works only under the store's write lock: re-entrant when this thread holds it,
+    else taken for the call (``wait`` seconds; 0 = only if free, None = the default
+    lock timeout). If a live writer holds it, nothing is touched and False returned.
+    """
+    path = Path(path)
+    if not pending(path):
+        return False
+    if _lock.holds_write_lock(path):
+        return _recover_locked(path)
+    try:
+        with _lock.write_lock(path, timeout=wait):
+            return _recover_locked(path)
+    except StoreLockedError:
+        if wait is None or wait > 0:
+            raise
+        return False  # a live writer: these are its files
+
+
+def _recover_locked(path: Path) -> bool:
     done = False
     if _sibling(path, TXN).exists():
         warnings.warn(f"{path}: an earlier write was interrupted; rolling it back "
-                      "(the store is as it was before that write)", stacklevel=3)
+                      "(the store is as it was before that write)", stacklevel=4)
         rollback(path)
         done = True
     shutil.rmtree(_sibling(path, TXN + "-staging"), ignore_errors=True)
@@ -139,9 +184,13 @@ def recover(path: Path) -> bool:
     for old in olds:
         if not path.exists():
             warnings.warn(f"{path}: a swap was interrupted; restoring the previous store",
-                          stacklevel=3)
+                          stacklevel=4)
             os.rename(old, path)
             done = True
         else:
             shutil.rmtree(old, ignore_errors=True)
+    # a killed write aside: nobody else can be writing it while we hold the lock
+    for tmp in path.parent.glob(path.name + TMP + "*"):
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        done = True
     return done

@@ -11,12 +11,20 @@ leaves a stale lock behind, and "is a writer alive?" is answered by trying the l
   so an open waits for a live writer's commit instead of seeing half of it, and never
   rolls back a journal that a live writer holds.
 
-A second writer waits up to ``timeout`` seconds (default
-:data:`DEFAULT_TIMEOUT`, env ``STENGINE_LOCK_TIMEOUT``), then gets a
+A second writer waits up to ``timeout`` seconds (default :data:`DEFAULT_TIMEOUT`, or
+env ``STENGINE_LOCK_TIMEOUT`` read at each call), then gets a
 :class:`~stengine.errors.StoreLockedError` naming the store and the holder's pid.
 
-flock locks are per open file description, so two threads of one process that each open
-the lock file exclude each other too. On network filesystems flock may be local to one
+The lock file exists only while someone holds or waits for the lock: the last holder
+deletes it. That is safe because a lock counts only if, once taken, the file at
+``lock_path(path)`` is still the inode that was locked (else it is taken again on the
+new file), and only a holder of the exclusive lock deletes the file.
+
+Locks are re-entrant within one thread (a writer holding the write lock may open the
+store or call recovery); other threads of the same process open the file again, and
+flock locks are per open file description, so they exclude each other like processes.
+A reader in a directory it cannot write (a read-only copy of a store) reads without a
+lock: nobody can write there either. On network filesystems flock may be local to one
 client (NFS before v4 or without lock support): docs/reliability.md says so.
 """
 
@@ -28,22 +36,49 @@ import fcntl
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
 from ..errors import StoreLockedError
 
-__all__ = ["write_lock", "read_lock", "lock_path", "DEFAULT_TIMEOUT"]
+__all__ = ["write_lock", "read_lock", "writer_alive", "holds_write_lock", "lock_path",
+           "DEFAULT_TIMEOUT"]
 
 LOCK = ".stengine-lock"
-DEFAULT_TIMEOUT = float(os.environ.get("STENGINE_LOCK_TIMEOUT", "600"))
-_POLL = 0.02
+DEFAULT_TIMEOUT = 600.0  # seconds; env STENGINE_LOCK_TIMEOUT overrides it
+_POLL_MIN, _POLL_MAX = 0.001, 0.05
+_local = threading.local()
 
 
 def lock_path(path) -> Path:
     """The lock file guarding the store at ``path``."""
     path = Path(path)
     return path.with_name(path.name + LOCK)
+
+
+def _key(path) -> str:
+    lp = lock_path(path)
+    return os.path.join(os.path.realpath(lp.parent), lp.name)
+
+
+def _held() -> dict:
+    h = getattr(_local, "held", None)
+    if h is None or _local.pid != os.getpid():  # a forked child holds nothing
+        h = _local.held = {}
+        _local.pid = os.getpid()
+    return h
+
+
+def _default_timeout() -> float:
+    env = os.environ.get("STENGINE_LOCK_TIMEOUT")
+    if env is None:
+        return DEFAULT_TIMEOUT
+    try:
+        return float(env)
+    except ValueError:
+        raise ValueError(f"STENGINE_LOCK_TIMEOUT must be a number of seconds; got {env!r}") \
+            from None
 
 
 def _holder(fd: int) -> str:
@@ -54,53 +89,154 @@ def _holder(fd: int) -> str:
     return ""
 
 
-@contextlib.contextmanager
-def _flock(path, kind: int, what: str, timeout: float | None):
-    path = Path(path)
-    lp = lock_path(path)
-    lp.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o644)
+def _same_file(fd: int, lp: str) -> bool:
     try:
-        timeout = DEFAULT_TIMEOUT if timeout is None else timeout
-        end = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, kind | fcntl.LOCK_NB)
+        st = os.stat(lp)
+    except FileNotFoundError:
+        return False
+    fst = os.fstat(fd)
+    return (st.st_ino, st.st_dev) == (fst.st_ino, fst.st_dev)
+
+
+def _open(lp: str, exclusive: bool) -> int | None:
+    """An fd on the lock file (created if needed); None when a reader cannot create it."""
+    try:
+        return os.open(lp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError:
+        if exclusive:
+            raise
+        return None  # the directory is missing: the reader finds no store and says so
+    except OSError as e:
+        if exclusive or e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+    try:  # read-only directory: an existing lock file can still be locked shared
+        return os.open(lp, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def _acquire(path, kind: int, timeout: float) -> int | None:
+    lp = _key(path)
+    exclusive = kind == fcntl.LOCK_EX
+    if exclusive:
+        os.makedirs(os.path.dirname(lp), exist_ok=True)
+    end = time.monotonic() + timeout
+    poll = _POLL_MIN
+    while True:
+        fd = _open(lp, exclusive)
+        if fd is None:
+            return None
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, kind | fcntl.LOCK_NB)
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.monotonic() >= end:
+                        what = "write" if exclusive else "read"
+                        raise StoreLockedError(
+                            f"{Path(path)}: another process is writing this store"
+                            f"{_holder(fd)}; waited {timeout:g} s for its {what} lock. Retry "
+                            "when it is done, or pass a longer lock_timeout= (or set "
+                            "STENGINE_LOCK_TIMEOUT, seconds).") from None
+                    time.sleep(poll)
+                    poll = min(poll * 2, _POLL_MAX)
+            if _same_file(fd, lp):
                 break
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= end:
-                    raise StoreLockedError(
-                        f"{path}: another process is writing this store{_holder(fd)}; "
-                        f"waited {timeout:g} s for its {what} lock. Retry when it is done, "
-                        "or raise STENGINE_LOCK_TIMEOUT.") from None
-                time.sleep(_POLL)
-        if kind == fcntl.LOCK_EX:
-            info = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # the last holder deleted the file we locked: lock the new one
+    if exclusive:
+        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
+        with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
             os.pwrite(fd, info, 0)
-        yield
+    return fd
+
+
+def _release(fd: int, lp: str, exclusive: bool) -> None:
+    try:
+        if not exclusive:
+            # the last reader deletes the file too: it tries to become the only holder
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return
+            if not _same_file(fd, lp):
+                return
+        with contextlib.suppress(OSError):
+            os.unlink(lp)
     finally:
         os.close(fd)  # releases the lock
 
 
+@contextlib.contextmanager
+def _lock(path, kind: int, timeout: float | None):
+    key = _key(path)
+    held = _held()
+    mine = held.get(key)
+    if mine is not None:  # re-entrant within this thread
+        if kind == fcntl.LOCK_EX and mine[0] != fcntl.LOCK_EX:
+            raise RuntimeError(f"{path}: cannot take the write lock while holding the read "
+                               "lock in the same thread")
+        mine[1] += 1
+        try:
+            yield
+        finally:
+            mine[1] -= 1
+        return
+    fd = _acquire(path, kind, _default_timeout() if timeout is None else float(timeout))
+    if fd is None:  # a reader in a directory nobody can write
+        yield
+        return
+    held[key] = [kind, 1]
+    try:
+        yield
+    finally:
+        del held[key]
+        _release(fd, key, kind == fcntl.LOCK_EX)
+
+
 def write_lock(path, *, timeout: float | None = None):
-    """Hold the store's exclusive (writer) lock for the ``with`` block."""
-    return _flock(path, fcntl.LOCK_EX, "write", timeout)
+    """Hold the store's exclusive (writer) lock for the ``with`` block.
+
+    Parameters
+    ----------
+    path : str | pathlib.Path
+        The store (its lock file is the sibling ``<path>.stengine-lock``).
+    timeout : float, optional
+        Seconds to wait for another writer or reader; default ``STENGINE_LOCK_TIMEOUT``
+        or :data:`DEFAULT_TIMEOUT`.
+
+    Raises
+    ------
+    StoreLockedError
+        Still held by another process (or thread) after ``timeout`` seconds.
+    """
+    return _lock(path, fcntl.LOCK_EX, timeout)
 
 
 def read_lock(path, *, timeout: float | None = None):
-    """Hold the store's shared (reader) lock for the ``with`` block."""
-    return _flock(path, fcntl.LOCK_SH, "read", timeout)
+    """Hold the store's shared (reader) lock for the ``with`` block (waits for a writer)."""
+    return _lock(path, fcntl.LOCK_SH, timeout)
+
+
+def holds_write_lock(path) -> bool:
+    """True if this thread holds the store's write lock."""
+    mine = _held().get(_key(path))
+    return mine is not None and mine[0] == fcntl.LOCK_EX
 
 
 def writer_alive(path) -> bool:
-    """True if some process holds the store's write lock right now."""
-    lp = lock_path(path)
-    if not lp.exists():
+    """True if some process (or another thread) holds the store's write lock right now."""
+    lp = _key(path)
+    try:
+        fd = os.open(lp, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
         return False
-    fd = os.open(lp, os.O_RDWR)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

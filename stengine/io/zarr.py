@@ -4,7 +4,36 @@ Commit protocol (see :mod:`stengine.io._atomic`): a new store or an overwrite is
 written aside and swapped into place; an append along ``time`` (or any dim) keeps a
 journal of the bytes it may overwrite and rolls back on failure or on the next open.
 Either way, a write that fails halfway leaves the previous store readable and unchanged.
-Remote (fsspec URL) stores are written directly, without these guarantees.
+
+Concurrency model (local stores; :mod:`stengine.io._lock`):
+
+* **One writer at a time.** Every write (``mode="w"``, ``"w-"``, ``"a"``, cell-cube
+  writes) holds the store's exclusive lock (``flock`` on ``<store>.stengine-lock``)
+  from its first check to its commit. A second writer, in another process or thread,
+  waits for it (``lock_timeout=``, default 600 s or env ``STENGINE_LOCK_TIMEOUT``), then
+  raises :class:`~stengine.errors.StoreLockedError` naming the store. Two appends thus
+  run one after the other, and the second is checked against the store *including* the
+  first: each committed append is in the store exactly once; one whose time steps are
+  not after the store's last step fails with :class:`~stengine.errors.AppendMismatchError`
+  and writes nothing.
+* **Readers wait for commits, and never roll back a live writer.** :func:`open_cube`
+  holds the shared lock while it reads the metadata and coordinates, so it sees the
+  store before or after a write, never half of it. Recovery (journal rollback, restoring
+  a half-swapped store, removing ``<store>.stengine-tmp-*`` folders of a killed write)
+  runs only under the exclusive lock, i.e. only when the writer that left them is dead
+  (the kernel releases a dead process's flock).
+* **Lazy reads after open.** Chunks are read later, without a lock. An append never
+  changes committed values (it rewrites only the store's partial last chunk along the
+  append dim, with the same old values, atomically per file), so a cube opened before an
+  append stays correct; an overwrite (``mode="w"``) replaces the store, so reopen after
+  one.
+* **Complete stores.** stengine writes every chunk (empty ones too) and marks the store
+  complete; a missing chunk file of such a store raises
+  :class:`~stengine.errors.StoreCorruptError` naming store and chunk (``missing="fill"``
+  reads fill values instead), and so does a chunk that fails to decode.
+
+Remote (fsspec URL) stores are written directly, without locks or these guarantees: one
+writer at a time is the caller's job there.
 """
 
 from __future__ import annotations
@@ -18,7 +47,9 @@ import xarray as xr
 
 from .._backends import is_dask
 from ..errors import StoreError, StoreNotFoundError
-from . import _atomic
+from . import _atomic, _lock
+from ._zarr_append import check_append, normalise_times, time_encoding
+from ._zarr_read import MISSING, WRITTEN, open_local, read_root
 
 __all__ = ["to_zarr", "open_cube"]
 
@@ -98,9 +129,10 @@ def _encoding(ds: xr.Dataset, compressor, encoding):
             continue
         # coords have no missing values: no _FillValue, which would reappear as an attr
         enc[name] = {"_FillValue": None}
+    for name, v in ds.variables.items():
         if v.dtype.kind == "M":
-            # ns since the epoch: exact round trip, and appends cannot shift the units
-            enc[name].update(units="nanoseconds since 1970-01-01", dtype="int64")
+            # int64 counts of the data's own unit since the epoch: exact round trip
+            enc[name].update(time_encoding(v.dtype))
     return enc
 
 
@@ -201,23 +233,25 @@ def _wait_idle(client, keys, timeout=600.0):
 
 
 def to_zarr(obj, store, *, mode: str = "w", append_dim: str | None = None, chunks=None,
-            compressor="default", encoding=None, compute: bool = True, progress: bool = False):
+            compressor="default", encoding=None, compute: bool = True, progress: bool = False,
+            lock_timeout: float | None = None):
     """Write a cube (DataArray or Dataset) to a Zarr v3 store, atomically.
 
     Parameters
     ----------
     obj : xarray.DataArray | xarray.Dataset
         The cube. A DataArray is stored as a one-variable Dataset and opens again as a
-        DataArray with :func:`open_cube`. CRS (``spatial_ref``), attrs and ``time``
-        (exact, as int64 ns since 1970) round-trip.
+        DataArray with :func:`open_cube`. CRS (``spatial_ref``), attrs and datetimes
+        (exact, as int64 counts of their own unit, s/ms/us/ns, since 1970) round-trip.
     store : str | pathlib.Path
-        Directory of the store (local), or an fsspec URL (written directly, not atomic).
+        Directory of the store (local), or an fsspec URL (written directly, not atomic,
+        no lock).
     mode : {"w", "w-", "a"}
         ``"w"`` replaces an existing store (atomically); ``"w-"`` fails if it exists;
-        ``"a"`` with ``append_dim`` appends along that dim (journaled).
+        ``"a"`` with ``append_dim`` appends along that dim (journaled), after checking the
+        data against the store (see Raises).
     append_dim : str, optional
-        Dim to append along (usually ``"time"``); the new data must match the store's
-        other dims and variables.
+        Dim to append along (usually ``"time"``).
     chunks : dict, optional
         Rechunk before writing. By default dask chunks are kept (made regular if needed)
         and in-memory arrays get 2048-pixel spatial chunks, one time step per chunk.
@@ -227,6 +261,9 @@ def to_zarr(obj, store, *, mode: str = "w", append_dim: str | None = None, chunk
         ``False`` is not supported for atomic local writes (the commit needs the data).
     progress : bool
         Show a progress bar while chunks are computed and written.
+    lock_timeout : float, optional
+        Seconds to wait for another process writing (or opening) the same store; default
+        env ``STENGINE_LOCK_TIMEOUT`` or 600.
 
     Returns
     -------
@@ -238,12 +275,20 @@ def to_zarr(obj, store, *, mode: str = "w", append_dim: str | None = None, chunk
     StoreNotFoundError
         ``mode="a"`` on a store that does not exist.
     FileExistsError
-        ``mode="w-"`` on a store that exists.
+        ``mode="w-"`` on a store that exists, or any mode on a path that is not a store.
+    AppendMismatchError
+        ``mode="a"`` with data that differs from the store in variables, dims, grid, CRS,
+        coordinates or dtype (values that do not fit), or whose ``append_dim`` labels are
+        not strictly increasing and after the store's last; nothing is written.
+    StoreLockedError
+        Another process held the store longer than ``lock_timeout``.
     """
     if mode not in ("w", "w-", "a"):
         raise ValueError(f"to_zarr: mode must be 'w', 'w-' or 'a'; got {mode!r}")
     if mode == "a" and append_dim is None:
         raise ValueError("to_zarr: mode='a' needs append_dim= (e.g. append_dim='time')")
+    if mode != "a" and append_dim is not None:
+        raise ValueError(f"to_zarr: append_dim={append_dim!r} needs mode='a'; got mode={mode!r}")
     if not compute:
         raise ValueError("to_zarr: compute=False is not supported; writes commit atomically")
     if isinstance(obj, xr.DataArray) and "cells" in obj.dims and "cell_ids" in obj.coords:
@@ -252,11 +297,13 @@ def to_zarr(obj, store, *, mode: str = "w", append_dim: str | None = None, chunk
         if mode == "a":
             raise ValueError("to_zarr: appending to a cell cube store is not supported; "
                              "write the whole cube with mode='w'")
-        return to_zarr_cells(obj, store, mode=mode, progress=progress)
+        return to_zarr_cells(obj, store, mode=mode, progress=progress,
+                             lock_timeout=lock_timeout)
     ds, _ = _as_dataset(obj)
+    ds = normalise_times(ds)
     in_memory = not any(is_dask(v.data) for v in ds.variables.values())
-    ds = _mark_grid_mapping(_regular_chunks(ds, chunks))
     if not _is_local(store):
+        ds = _mark_grid_mapping(_regular_chunks(ds, chunks))
         kw = dict(mode=mode, zarr_format=3, consolidated=False)
         if mode == "a":
             ds.to_zarr(store, append_dim=append_dim, **kw)
@@ -264,55 +311,105 @@ def to_zarr(obj, store, *, mode: str = "w", append_dim: str | None = None, chunk
             ds.to_zarr(store, encoding=_encoding(ds, compressor, encoding), **kw)
         return store
     path = Path(store)
-    _atomic.recover(path)
     if mode == "a":
-        if not (path / "zarr.json").exists():
-            raise StoreNotFoundError(f"to_zarr: cannot append to {str(path)!r}: no Zarr store "
-                                     "there. Write it first with mode='w'.")
         if append_dim not in ds.dims:
             raise ValueError(f"to_zarr: append_dim {append_dim!r} is not a dim of the data "
                              f"{tuple(ds.dims)}")
-        files, beyond = _append_journal_files(path, append_dim)
-        with _atomic.journal(path, files, beyond):
-            # align_chunks: new data must first fill the store's partial last chunk
-            _run(ds.to_zarr(path, mode="a", append_dim=append_dim, zarr_format=3,
-                            consolidated=False, compute=False, align_chunks=True), progress,
-                 local=in_memory)
+        if not path.parent.is_dir():
+            raise StoreNotFoundError(f"to_zarr: cannot append to {str(path)!r}: no Zarr store "
+                                     "there. Write it first with mode='w'.")
+        with _lock.write_lock(path, timeout=lock_timeout):
+            _atomic.recover(path)
+            _append(ds, path, append_dim, chunks, progress, in_memory)
         return str(path)
-    if mode == "w-" and path.exists():
-        raise FileExistsError(f"to_zarr: {str(path)!r} exists; use mode='w' to replace it")
+    ds = _mark_grid_mapping(_regular_chunks(ds, chunks))
+    ds.attrs[WRITTEN] = {"complete": True, "arrays": sorted(map(str, ds.variables))}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic.write_aside(path) as tmp:
-        _run(ds.to_zarr(tmp, mode="w-", encoding=_encoding(ds, compressor, encoding),
-                        zarr_format=3, consolidated=False, compute=False), progress,
-             local=in_memory)
+    with _lock.write_lock(path, timeout=lock_timeout):
+        _atomic.recover(path)
+        if path.exists():
+            if mode == "w-":
+                raise FileExistsError(f"to_zarr: {str(path)!r} exists; use mode='w' to "
+                                      "replace it")
+            if not ((path / "zarr.json").is_file() or (path / ".zgroup").is_file()):
+                raise FileExistsError(f"to_zarr: {str(path)!r} exists and is not a Zarr "
+                                      "store; not replacing it. Remove it or pick another "
+                                      "path.")
+        with _atomic.write_aside(path) as tmp:
+            _run(ds.to_zarr(tmp, mode="w-", encoding=_encoding(ds, compressor, encoding),
+                            zarr_format=3, consolidated=False, compute=False,
+                            write_empty_chunks=True), progress, local=in_memory)
     return str(path)
 
 
-def open_cube(store, *, chunks="auto", variable: str | None = None):
+def _append(ds, path: Path, append_dim: str, chunks, progress, in_memory) -> None:
+    """Check ``ds`` against the store and append it (the caller holds the write lock)."""
+    import zarr
+
+    try:
+        root = read_root(path, "to_zarr")
+    except StoreNotFoundError:
+        raise StoreNotFoundError(f"to_zarr: cannot append to {str(path)!r}: no Zarr store "
+                                 "there. Write it first with mode='w'.") from None
+    old = open_local(path, root, chunks="auto", missing="error", op="to_zarr")
+    attrs = root.get("attributes") or {}
+    new, labels = check_append(ds, old, append_dim, str(path), attrs)
+    new = _regular_chunks(new, chunks)
+    files, beyond = _append_journal_files(path, append_dim)
+    with _atomic.journal(path, files, beyond):
+        # align_chunks: new data must first fill the store's partial last chunk
+        _run(new.to_zarr(path, mode="a", append_dim=append_dim, zarr_format=3,
+                         consolidated=False, compute=False, align_chunks=True,
+                         write_empty_chunks=True), progress, local=in_memory)
+        if labels is not None:
+            coord = zarr.open_array(path / append_dim, mode="r+",
+                                    config={"write_empty_chunks": True})
+            coord.append(labels.astype(coord.dtype))
+
+
+def open_cube(store, *, chunks="auto", variable: str | None = None, missing: str = "error",
+              lock_timeout: float | None = None):
     """Open a Zarr store written by :func:`to_zarr` (or any xarray-readable Zarr) lazily.
 
     Parameters
     ----------
     store : str | pathlib.Path
-        Store path or fsspec URL. An interrupted earlier write is rolled back first.
+        Store path or fsspec URL. An interrupted earlier write (of a writer that died) is
+        rolled back first; a live writer's commit is waited for.
     chunks : "auto" | dict | None
         ``"auto"`` uses the store's chunks (one dask chunk per Zarr chunk); a dict
         rechunks; ``None`` loads eagerly.
     variable : str, optional
         Return this data variable as a DataArray.
+    missing : {"error", "fill"}
+        A chunk file missing from a store stengine wrote complete: ``"error"`` raises
+        :class:`~stengine.errors.StoreCorruptError` when it is read; ``"fill"`` reads
+        the fill value (NaN for floats), as plain Zarr does.
+    lock_timeout : float, optional
+        Seconds to wait for a live writer's commit; default env ``STENGINE_LOCK_TIMEOUT``
+        or 600.
 
     Returns
     -------
     xarray.DataArray | xarray.Dataset
         A DataArray if the store was written from one (or ``variable`` is given); cell
         cubes (``cells`` dim, see :mod:`stengine.cube.cells`) open with padding removed.
+
+    Raises
+    ------
+    StoreNotFoundError
+        No store at ``store``.
+    StoreCorruptError
+        Metadata that does not parse, or (when read) a chunk that is missing or damaged;
+        the message names the store and the file.
+    StoreLockedError
+        A writer held the store longer than ``lock_timeout``.
     """
-    ds = open_dataset(store, chunks=chunks)
+    ds = open_dataset(store, chunks=chunks, missing=missing, lock_timeout=lock_timeout)
     if ds.attrs.get("stengine_layout", "").startswith("stengine-cells"):
         from ..cube.cells import open_cells
 
-        return open_cells(store)
+        return open_cells(store, _ds=ds)
     name = variable or ds.attrs.get(_DA_NAME)
     if name is None:
         return ds
@@ -324,18 +421,35 @@ def open_cube(store, *, chunks="auto", variable: str | None = None):
     return da
 
 
-def open_dataset(store, *, chunks="auto") -> xr.Dataset:
-    """The store as a Dataset, as stored (after rolling back an interrupted write)."""
-    if _is_local(store):
-        path = Path(store)
-        _atomic.recover(path)
-        if not (path / "zarr.json").exists() and not (path / ".zgroup").exists():
-            raise StoreNotFoundError(f"open_cube: no Zarr store at {str(path)!r}")
-    ds = xr.open_zarr(store, chunks={} if chunks == "auto" else chunks, consolidated=False,
-                      decode_cf=True, mask_and_scale=False, decode_coords="all")
-    for v in ds.variables.values():
-        # Zarr's fill_value is storage detail here: stengine's missing data is NaN or
-        # attrs["nodata"], so keep it out of attrs
-        if "_FillValue" in v.attrs:
-            v.encoding["_FillValue"] = v.attrs.pop("_FillValue")
-    return ds
+def open_dataset(store, *, chunks="auto", missing: str = "error",
+                 lock_timeout: float | None = None) -> xr.Dataset:
+    """The store as a Dataset, as stored (after rolling back a dead writer's write)."""
+    if missing not in MISSING:
+        raise ValueError(f"open_cube: missing must be one of {MISSING}; got {missing!r}")
+    if chunks is not None and chunks != "auto" and not isinstance(chunks, dict):
+        raise TypeError(f"open_cube: chunks must be 'auto', a dict or None; got {chunks!r}")
+    if not _is_local(store):
+        from ._zarr_read import decode_times
+
+        ds = xr.open_zarr(store, chunks={} if chunks == "auto" else chunks,
+                          consolidated=False, decode_cf=True, mask_and_scale=False,
+                          decode_coords="all", decode_times=False, decode_timedelta=True)
+        ds = decode_times(ds)
+        ds.attrs.pop(WRITTEN, None)
+        for v in ds.variables.values():
+            if "_FillValue" in v.attrs:
+                v.encoding["_FillValue"] = v.attrs.pop("_FillValue")
+        return ds
+    path = Path(store)
+    if not path.parent.is_dir():
+        raise StoreNotFoundError(f"open_cube: no Zarr store at {str(path)!r} (its folder "
+                                 f"{str(path.parent)!r} does not exist)")
+    for _ in range(100):
+        with _lock.read_lock(path, timeout=lock_timeout):
+            # under the shared lock no writer is alive: anything pending is a dead one's
+            if not _atomic.pending(path):
+                root = read_root(path, "open_cube")
+                return open_local(path, root, chunks=chunks, missing=missing,
+                                  op="open_cube")
+        _atomic.recover(path, wait=lock_timeout)
+    raise StoreError(f"open_cube: {str(path)!r}: could not clean up an interrupted write")
