@@ -180,8 +180,8 @@ def test_batch_template_uses_tls_by_default(tmp_path):
                STENGINE_PYTHON=sys.executable, STENGINE_JOB_DIR=str(job_dir),
                SLURM_JOB_ID="4242", SLURM_CPUS_PER_TASK="1", SLURM_MEM_PER_NODE="1024")
     t0 = time.monotonic()
-    proc = subprocess.run(["bash", str(BATCH), str(script), str(Path(__file__).parent)], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(["bash", str(BATCH), str(script), str(Path(__file__).parent)],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log + (job_dir / "scheduler.log").read_text()
     assert "RESULT tls:// 1 1600" in log, log  # the scheduler file's address is tls://
