@@ -807,11 +807,11 @@ def _records_frame(records, where: str) -> pd.DataFrame:
     return records
 
 
-def _check_names(cols, where, what="column"):
+def _check_names(cols, where, what="column", exc=AppendMismatchError):
     bad = [c for c in cols if not isinstance(c, str) or c in _RESERVED or not c
            or "/" in c or "\\" in c or c.startswith(".")]
     if bad:
-        raise AppendMismatchError(
+        raise exc(
             f"{where}: {what} names {bad} are reserved or invalid (names must be non-empty "
             f"strings without '/' or a leading '.', and not one of {list(_RESERVED)}); "
             "rename them")
@@ -826,7 +826,7 @@ def _variable_dtypes(variables, where) -> dict:
     if base:
         raise ValueError(f"{where}: variables must not name {base}: lon, lat (float64 "
                          "degrees) and time (ns) are always stored")
-    _check_names(list(variables), where, "variable")
+    _check_names(list(variables), where, "variable", ValueError)
     out = {}
     for k, v in variables.items():
         try:
