@@ -6,7 +6,8 @@ import numpy as np
 import xarray as xr
 
 from ._backends import is_dask
-from .cube import check_raster, get_grid, set_grid
+from .cube import check_raster, set_grid
+from .cube.validate import raster_grid
 from .grid import Grid
 
 __all__ = ["reproject_match", "align"]
@@ -74,8 +75,8 @@ def reproject_match(da, like, *, resampling: str = "nearest", nodata=None):
     if resampling not in _RESAMPLING:
         raise ValueError(f"reproject_match: resampling must be one of {_RESAMPLING}; "
                          f"got {resampling!r}")
-    src_grid = get_grid(da)
-    dst_grid = like if isinstance(like, Grid) else get_grid(like)
+    src_grid = raster_grid(da)
+    dst_grid = like if isinstance(like, Grid) else raster_grid(like)
     if src_grid.crs is None or dst_grid.crs is None:
         raise ValueError("reproject_match: both rasters need a CRS (spatial_ref); "
                          f"da has {src_grid.crs}, like has {dst_grid.crs}")

@@ -40,6 +40,8 @@ def _from_mask(mask, grid, level, dims):
         raise ValueError(f"cell_stencil: the mask must be 2-D ({ydim}, {xdim}); got "
                          f"{tuple(mask.dims)}. Select one time step or band first.")
     frame = lonlat_frame(mask, (ydim, xdim), op="cell_stencil", name="mask")
+    if mask.size == 0:  # no pixel: no cell centre can be inside the mask
+        return np.zeros(0, np.uint64)
     ids = _candidates(frame.lonlat_bounds(), grid, level)
     lon, lat = _centres(ids, grid, level)
     g = frame.grid

@@ -135,16 +135,17 @@ def to_raster_crs(gdf, crs, *, op: str, grid=None):
     bad = _nonfinite(np.asarray(out.values, dtype=object))
     if bad.any():
         raise IndexRangeError(
-            f"{op}: zones {_rows(geo, bad)} cannot be reprojected to the raster's CRS "
-            f"({_crs_name(crs)}): it gives NaN/infinite coordinates, so those geometries lie "
-            f"(partly) outside where that CRS is defined{_area_text(crs)}. Clip or drop them.")
+            f"{op}: zones has geometries that reprojecting to the raster's CRS "
+            f"({_crs_name(crs)}) turns into NaN/infinite coordinates, at {_rows(geo, bad)}: "
+            f"they lie (partly) outside where that CRS is defined{_area_text(crs)}. Clip or "
+            "drop them.")
     outside = _outside_area(geo, crs, grid)
     if outside is not None and outside.any():
         raise IndexRangeError(
-            f"{op}: zones {_rows(geo, outside)} lie wholly outside the area of use of the "
-            f"raster's CRS ({_crs_name(crs)}{_area_text(crs)}) and away from the raster: "
-            "reprojected there they would land at meaningless coordinates. Check the zones' "
-            "CRS (zones.crs) or drop those rows.")
+            f"{op}: zones has geometries wholly outside the area of use of the raster's CRS "
+            f"({_crs_name(crs)}{_area_text(crs)}) and away from the raster, at "
+            f"{_rows(geo, outside)}: reprojected there they would land at meaningless "
+            "coordinates. Check the zones' CRS (zones.crs) or drop those rows.")
     return out
 
 

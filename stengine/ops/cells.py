@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from .._backends import is_dask
-from ..cube import check_raster
+from ..cube import check_dtype, check_raster
 from ..cube.validate import raster_grid
 from ..cube.cells import (
     CELL_DIM,
@@ -119,6 +119,7 @@ def to_cells(da, grid: str = "h3", *, level: int, stat: str = "mean", classes=No
     if stat not in STATS:
         raise ValueError(f"{op}: stat must be one of {STATS}; got {stat!r}")
     ydim, xdim = check_raster(da, dims, op=op)
+    check_dtype(da, "biuf", op=op)
     _check_backend(da.data, op)
     frame = cl.lonlat_frame(da, (ydim, xdim), op=op)
     if grid == "htm":
@@ -294,6 +295,7 @@ def coarsen_cells(cube, level: int, *, stat: str = "mean"):
     """
     op = "coarsen_cells"
     grid, fine = check_cell_cube(cube, op=op)
+    check_dtype(cube, "biuf", op=op, name="cube")
     grid, level = check_grid_level(grid, level, op=op)
     if level > fine:
         raise ValueError(f"{op}: level {level} is finer than the cube's level {fine}")
@@ -397,12 +399,17 @@ def cell_focal(cube, k: int = 1, *, stat: str = "mean", skipna: bool = True):
     """
     op = "cell_focal"
     grid, level = check_cell_cube(cube, op=op)
+    check_dtype(cube, "biuf", op=op, name="cube")
     if stat not in FOCAL_STATS:
         raise ValueError(f"{op}: stat must be one of {tuple(FOCAL_STATS)}; got {stat!r}")
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
         raise ValueError(f"{op}: k must be a non-negative integer; got {k!r}")
     _check_backend(cube.data, op)
     ids = cube[CELL_IDS].values
+    if cube.size == 0:  # no cells (or a 0-length time axis): the empty result
+        out = cube.astype(np.float64)  # the dtype of every cell_focal result
+        out.attrs = dict(cube.attrs, focal=f"{stat} k={k}")
+        return out
     ring = _rings(ids, grid, level, int(k))
     pos = np.searchsorted(ids, ring)
     pos = np.minimum(pos, max(ids.size - 1, 0))
@@ -533,6 +540,7 @@ def cells_to_raster(cube, like, *, fill=None, dims=("y", "x")):
 
     op = "cells_to_raster"
     grid_name, level = check_cell_cube(cube, op=op)
+    check_dtype(cube, "biuf", op=op, name="cube")
     _check_backend(cube.data, op)
     if isinstance(like, xr.DataArray):
         ydim, xdim = check_raster(like, dims, op=op, name="like")
@@ -558,8 +566,12 @@ def cells_to_raster(cube, like, *, fill=None, dims=("y", "x")):
     def paint(values, rows, cols):
         lon, lat = frame.block_lonlat(rows, cols)
         cells = cl.pixel_cell_ids(lon, lat, grid_name, level)
-        v = np.asarray(values, out_dtype).reshape(-1, ids.size)
-        out = _k.gather(cells, ids, v, fill)
+        v = np.asarray(values, out_dtype).reshape(int(np.prod(lead_shape, dtype=np.int64)),
+                                                  ids.size)
+        if ids.size == 0 or v.size == 0 or cells.size == 0:  # nothing to look up: all fill
+            out = np.full((v.shape[0], *cells.shape), fill, out_dtype)
+        else:
+            out = _k.gather(cells, ids, v, fill)
         return out.reshape(*lead_shape, *out.shape[1:])
 
     ny, nx = g.shape

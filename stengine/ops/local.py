@@ -189,6 +189,11 @@ def local_count(da, value, *, dims=None):
     3
     """
     dims = check_raster(da, dims, op="local_count")
+    check_dtype(da, "biuf", op="local_count")
+    if not (isinstance(value, int | float | bool | np.number) and not isinstance(
+            value, complex | np.complexfloating | np.datetime64 | np.timedelta64)):
+        raise TypeError(f"local_count: value must be a real number (or np.nan); got "
+                        f"{value!r} ({type(value).__name__})")
     return lift_block_counts(count_k, da, dims=dims, nbins=None, kwargs={"value": value},
                              name="count")
 
@@ -275,9 +280,7 @@ def _binary(name, a, b, dtype, dims):
     elif not np.isscalar(b):
         raise TypeError(f"{op}: b must be a raster or a scalar; got {type(b).__name__}")
     for n, x in (("a", a), ("b", b)):
-        kind = x.dtype.kind if isinstance(x, xr.DataArray) else np.asarray(x).dtype.kind
-        if kind not in "iubf":
-            raise TypeError(f"{op}: {n} must be numeric; got dtype kind {kind!r}")
+        check_dtype(x if isinstance(x, xr.DataArray) else np.asarray(x), "iubf", op=op, name=n)
     nd_a, has_a = _nodata(a)
     nd_b, has_b = _nodata(b)
     if dtype is not None:

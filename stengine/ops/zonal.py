@@ -140,6 +140,7 @@ def zonal_stats(values, zones, *, stats=("count", "sum", "mean", "min", "max", "
     0   3.24  25.2
     """
     op = "zonal_stats"
+    check_raster(values, dims, op=op, name="values")
     stats = _parse_stats(stats, op)
     bad = [s for s in stats if s in HIST_STATS]
     if bad and values.dtype.kind not in "iub":
@@ -217,6 +218,7 @@ def zonal_crosstab(values, zones, *, classes=None, normalize: bool = False,
     6      0.00  0.40  0.6
     """
     op = "zonal_crosstab"
+    check_raster(values, dims, op=op, name="values")
     if values.dtype.kind not in "iub":
         raise TypeError(f"{op}: values must be an integer class raster; got dtype "
                         f"{values.dtype}. Reclassify first (stengine.ops.local_reclassify).")
