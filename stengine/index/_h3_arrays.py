@@ -167,3 +167,32 @@ def parents(cells: np.ndarray, level: int) -> np.ndarray:
     c = np.asarray(cells, np.uint64)
     keep = np.uint64((1 << 64) - 1) ^ np.uint64((15 << 52) | ((1 << (3 * (15 - level))) - 1))
     return (c & keep) | np.uint64(level << 52) | np.uint64((1 << (3 * (15 - level))) - 1)
+
+
+@jit
+def _valid_loop(cells, out):
+    for n in range(cells.size):
+        h = cells[n]
+        ok = (h >> np.uint64(59)) == np.uint64(1)  # mode 1; reserved bits and bit 63 zero
+        res = np.int64((h >> np.uint64(52)) & np.uint64(15))
+        bc = np.int64((h >> np.uint64(45)) & np.uint64(127))
+        ok = ok and bc < 122
+        lead = 0
+        for r in range(1, 16):
+            d = np.int64((h >> np.uint64(3 * (15 - r))) & np.uint64(7))
+            if r <= res:
+                ok = ok and d < 7
+                if lead == 0 and d != 0:
+                    lead = d
+            else:
+                ok = ok and d == 7
+        # a pentagon has no k-axis (digit 1) child: no leading 1 after its zeros
+        out[n] = ok and not (core.IS_PENTAGON[bc] and lead == 1)
+
+
+def valid(cells: np.ndarray) -> np.ndarray:
+    """True for valid H3 cell ids (uint64, any shape): mode, digits and pentagon rules."""
+    c = np.ascontiguousarray(cells, np.uint64)
+    out = np.empty(c.size, np.bool_)
+    _valid_loop(c.reshape(-1), out)
+    return out.reshape(c.shape)

@@ -123,9 +123,11 @@ def _cells(cells, op):
 
 
 def _check_valid(c, op):
-    if c.size and not is_valid(c).all():
-        bad = c[~is_valid(c)][0]
-        raise IndexRangeError(f"{op}: {int(bad):#x} is not a valid H3 cell id")
+    ok = _arr.valid(c)
+    if not ok.all():
+        bad = c[~ok][0]
+        raise IndexRangeError(f"{op}: cells must be valid H3 cell ids; got {int(bad):#x}, which "
+                              "is not a valid H3 cell id (see is_valid)")
 
 
 def cell_level(cells) -> np.ndarray:
@@ -136,25 +138,7 @@ def cell_level(cells) -> np.ndarray:
 
 def is_valid(cells) -> np.ndarray:
     """True for valid H3 cell ids (mode, digits and pentagon rules checked by bit arithmetic)."""
-    c = _cells(cells, "is_valid")
-    flat = c.reshape(-1)
-    ok = ((flat >> np.uint64(59)) == 1)  # mode 1, reserved bits and bit 63 zero
-    res = ((flat >> np.uint64(52)) & np.uint64(15)).astype(np.int64)
-    bc = ((flat >> np.uint64(45)) & np.uint64(127)).astype(np.int64)
-    ok &= bc < 122
-    lead_one = np.zeros(flat.size, bool)
-    seen = np.zeros(flat.size, bool)
-    for r in range(1, 16):
-        d = ((flat >> np.uint64(3 * (15 - r))) & np.uint64(7)).astype(np.int64)
-        inside = r <= res
-        ok &= np.where(inside, d < 7, d == 7)
-        first = inside & ~seen & (d != 0)
-        lead_one |= first & (d == 1)
-        seen |= first
-    from ._h3_core import IS_PENTAGON
-
-    ok &= ~(IS_PENTAGON[np.minimum(bc, 121)] & lead_one)
-    return ok.reshape(c.shape)
+    return _arr.valid(_cells(cells, "is_valid"))
 
 
 def is_pentagon(cells) -> np.ndarray:
@@ -198,6 +182,7 @@ def cell_to_parent(cells, level: int) -> np.ndarray:
     """Parents at ``level`` (≤ each cell's level) of cells, by digit truncation."""
     level = check_level(level, op="cell_to_parent")
     c = _cells(cells, "cell_to_parent")
+    _check_valid(c, "cell_to_parent")
     if c.size and cell_level(c).min() < level:
         raise IndexRangeError(f"cell_to_parent: level {level} is finer than some cells' level "
                               f"{int(cell_level(c).min())}")
@@ -213,6 +198,7 @@ def cell_to_children(cells, level: int) -> np.ndarray:
     c = _cells(cells, "cell_to_children").reshape(-1)
     if c.size == 0:
         return np.empty(0, np.uint64)
+    _check_valid(c, "cell_to_children")
     lv = cell_level(c)
     if (lv != lv[0]).any():
         raise ValueError("cell_to_children: cells must share one level")

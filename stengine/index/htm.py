@@ -82,8 +82,12 @@ def check_level(level, *, where: str, name: str = "level") -> int:
 
 def lonlat_block(lon, lat, level, *, where: str = "lonlat_to_id"):
     """:func:`lonlat_to_id` on numpy input; errors name ``where``."""
-    lon_b, lat_b = np.broadcast_arrays(np.asarray(lon, dtype=np.float64),
-                                       np.asarray(lat, dtype=np.float64))
+    lon, lat = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
+    try:
+        lon_b, lat_b = np.broadcast_arrays(lon, lat)
+    except ValueError:
+        raise ValueError(f"{where}: lon and lat must broadcast together; got shapes "
+                         f"{lon.shape} and {lat.shape}") from None
     shape = lon_b.shape
     lon_f = np.ascontiguousarray(lon_b).reshape(-1)
     lat_f = np.ascontiguousarray(lat_b).reshape(-1)
@@ -227,6 +231,9 @@ def name_to_id(names):
     scalar = isinstance(names, str)
     out = []
     for nm in [names] if scalar else list(names):
+        if not isinstance(nm, str):
+            raise TypeError(f"name_to_id: names must be HTM names (str) like 'N3231'; got "
+                            f"{type(nm).__name__} {nm!r}. For ids use id_to_name.")
         if (len(nm) < 2 or nm[:2] not in _FACE_NAMES or any(c not in "0123" for c in nm[2:])
                 or len(nm) - 2 > MAX_LEVEL):
             raise IndexRangeError(f"name_to_id: {nm!r} is not an HTM name (S0..S3 or N0..N3, "

@@ -51,7 +51,11 @@ _DEFAULT_PRODUCT_CAP = 1 << 20  # ranges an uncoupled cover may enumerate before
 
 def key_bits(level: int, fanout: int) -> int:
     """Bits of a key at ``level`` with ``fanout`` (same for all three layouts)."""
-    b = fanout.bit_length() - 1
+    level = htm.check_level(level, where="key_bits")
+    if isinstance(fanout, bool) or not isinstance(fanout, int | np.integer) or fanout < 2 or \
+            fanout & (fanout - 1):
+        raise IndexRangeError(f"key_bits: fanout must be a power of two >= 2; got {fanout!r}")
+    b = int(fanout).bit_length() - 1
     return 4 + b + level * (b + 2)
 
 
@@ -182,7 +186,7 @@ class KeyScheme:
         try:
             shape = np.broadcast_shapes(lon.shape, lat.shape, np.shape(ns))
         except ValueError:
-            raise IndexRangeError(f"{where}: lon, lat and time must broadcast together; got "
+            raise ValueError(f"{where}: lon, lat and time must broadcast together; got "
                                   f"shapes {lon.shape}, {lat.shape} and {np.shape(ns)}") from None
         hid = htm.lonlat_block(np.broadcast_to(lon, shape), np.broadcast_to(lat, shape),
                                self.level, where=where)
@@ -191,13 +195,8 @@ class KeyScheme:
 
     def decode(self, keys) -> tuple[np.ndarray, np.ndarray]:
         """(trixel ids, time cells) at ``level`` of keys of this scheme."""
-        keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        keys = np.ascontiguousarray(self._check_keys(keys, "decode"))
         flat = keys.reshape(-1)
-        if flat.size and (int(flat.max()) >> (self.bits - 1) != 1 or
-                          int(flat.min()) >> (self.bits - 1) != 1):
-            raise IndexRangeError(f"KeyScheme.decode: {self.kind} keys at level {self.level} have "
-                                  f"{self.bits} bits with the top one set; got keys outside "
-                                  f"[{1 << (self.bits - 1)}, {1 << self.bits})")
         if self.kind == "htmst":
             h = np.empty(flat.size, np.uint64)
             k = np.empty(flat.size, np.uint64)
@@ -213,6 +212,20 @@ class KeyScheme:
             k = flat & ((np.uint64(1) << tb) - np.uint64(1))
         return h.reshape(keys.shape), k.reshape(keys.shape)
 
+    def _check_keys(self, keys, op) -> np.ndarray:
+        k = np.asarray(keys)
+        if k.dtype.kind not in "iu":
+            raise TypeError(f"KeyScheme.{op}: keys must be integers (uint64); got dtype {k.dtype}")
+        if k.dtype.kind == "i" and k.size and int(k.min()) < 0:
+            raise IndexRangeError(f"KeyScheme.{op}: keys must be >= 0; got {int(k.min())}")
+        k = np.asarray(k, dtype=np.uint64)
+        if k.size and (int(k.max()) >> (self.bits - 1) != 1 or
+                       int(k.min()) >> (self.bits - 1) != 1):
+            raise IndexRangeError(f"KeyScheme.{op}: {self.kind} keys at level {self.level} have "
+                                  f"{self.bits} bits with the top one set; got keys outside "
+                                  f"[{1 << (self.bits - 1)}, {1 << self.bits})")
+        return k
+
     def cell_range(self, key, level: int) -> np.ndarray:
         """Coupled keys only: the key range ``[start, stop)`` of the level-``level`` coupled
         cell that contains ``key`` (its descendants form one contiguous range)."""
@@ -224,7 +237,7 @@ class KeyScheme:
             raise IndexRangeError(f"cell_range: level {level} is finer than the keys' level "
                                   f"{self.level}")
         s = np.uint64((self.b + 2) * (self.level - level))
-        code = np.asarray(key, dtype=np.uint64) >> s
+        code = self._check_keys(key, "cell_range") >> s
         return np.stack([code << s, (code + np.uint64(1)) << s], axis=-1)
 
     # covers ---------------------------------------------------------------

@@ -26,6 +26,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ..errors import IndexRangeError
+
 __all__ = [
     "normalize",
     "union",
@@ -46,18 +48,43 @@ _U64 = np.uint64
 jit = numba.njit(nogil=True, cache=True)
 
 
-def _as_pairs(ranges) -> np.ndarray:
+def _as_pairs(ranges, where: str = "normalize", name: str = "ranges") -> np.ndarray:
     r = np.asarray(ranges)
     if r.size == 0:
         return np.empty((0, 2), _U64)
     if r.ndim != 2 or r.shape[1] != 2:
-        raise ValueError(f"ranges must be an (n, 2) array of [start, stop) pairs; got shape "
-                         f"{r.shape}")
-    if r.dtype.kind == "i" and (r < 0).any():
-        raise ValueError("ranges must be non-negative (uint64 keys); got a negative bound")
+        raise ValueError(f"{where}: {name} must be an (n, 2) array of [start, stop) pairs; got "
+                         f"shape {r.shape}")
     if r.dtype.kind not in "iu":
-        raise TypeError(f"ranges must be integers (uint64 keys); got dtype {r.dtype}")
+        raise TypeError(f"{where}: {name} must be integers (uint64 keys); got dtype {r.dtype}")
+    if r.dtype.kind == "i" and int(r.min()) < 0:
+        raise IndexRangeError(f"{where}: {name} must be non-negative (uint64 keys); got "
+                              f"{int(r.min())}")
     return r.astype(_U64, copy=False)
+
+
+def _as_keys(keys, where: str, name: str) -> np.ndarray:
+    """uint64 keys; refuses floats (they would be truncated) and negatives (they would wrap)."""
+    k = np.asarray(keys)
+    if k.size == 0:
+        return k.astype(_U64)
+    if k.dtype.kind not in "iu":
+        raise TypeError(f"{where}: {name} must be integers (uint64 keys); got dtype {k.dtype}")
+    if k.dtype.kind == "i" and k.size and int(k.min()) < 0:
+        raise IndexRangeError(f"{where}: {name} must be non-negative (uint64 keys); got "
+                              f"{int(k.min())}")
+    return k.astype(_U64, copy=False)
+
+
+def _check_count(max_ranges, where):
+    if isinstance(max_ranges, bool) or not isinstance(max_ranges, int | np.integer) or \
+            max_ranges < 1:
+        raise ValueError(f"{where}: max_ranges must be an integer >= 1; got {max_ranges!r}")
+
+
+def _check_bits(bits, where):
+    if isinstance(bits, bool) or not isinstance(bits, int | np.integer) or not 0 <= bits <= 63:
+        raise ValueError(f"{where}: bits must be in 0..63; got {bits!r}")
 
 
 def normalize(ranges) -> np.ndarray:
@@ -73,7 +100,10 @@ def normalize(ranges) -> np.ndarray:
     numpy.ndarray
         ``(m, 2)`` ``uint64``, a normalized range set (``m <= n``).
     """
-    r = _as_pairs(ranges)
+    return _normalize(_as_pairs(ranges))
+
+
+def _normalize(r) -> np.ndarray:
     r = r[r[:, 1] > r[:, 0]]
     if len(r) <= 1:
         return np.ascontiguousarray(r)
@@ -88,7 +118,7 @@ def normalize(ranges) -> np.ndarray:
 
 def union(a, b) -> np.ndarray:
     """Union of two range sets (normalized)."""
-    return normalize(np.concatenate([_as_pairs(a), _as_pairs(b)]))
+    return _normalize(np.concatenate([_as_pairs(a, "union", "a"), _as_pairs(b, "union", "b")]))
 
 
 @jit
@@ -110,14 +140,16 @@ def _intersect(a, b, out):
 
 def intersection(a, b) -> np.ndarray:
     """Intersection of two range sets (normalized inputs give a normalized output)."""
-    a, b = normalize(a), normalize(b)
+    a = _normalize(_as_pairs(a, "intersection", "a"))
+    b = _normalize(_as_pairs(b, "intersection", "b"))
     out = np.empty((len(a) + len(b), 2), _U64)
     return out[: _intersect(a, b, out)]
 
 
 def difference(a, b) -> np.ndarray:
     """Keys in ``a`` and not in ``b``, as a normalized range set."""
-    a, b = normalize(a), normalize(b)
+    a = _normalize(_as_pairs(a, "difference", "a"))
+    b = _normalize(_as_pairs(b, "difference", "b"))
     if len(a) == 0 or len(b) == 0:
         return a
     lo = min(int(a[0, 0]), int(b[0, 0]))
@@ -141,9 +173,8 @@ def simplify(ranges, max_ranges: int) -> np.ndarray:
     max_ranges : int
         At least 1.
     """
-    if max_ranges < 1:
-        raise ValueError(f"simplify: max_ranges must be >= 1; got {max_ranges}")
-    r = normalize(ranges)
+    _check_count(max_ranges, "simplify")
+    r = _normalize(_as_pairs(ranges, "simplify"))
     n = len(r)
     if n <= max_ranges:
         return r
@@ -157,7 +188,8 @@ def simplify(ranges, max_ranges: int) -> np.ndarray:
 
 def largest(ranges, max_ranges: int) -> np.ndarray:
     """The ``max_ranges`` longest ranges (a subset; ties: leftmost first), still sorted."""
-    r = normalize(ranges)
+    _check_count(max_ranges, "largest")
+    r = _normalize(_as_pairs(ranges, "largest"))
     if len(r) <= max_ranges:
         return r
     length = r[:, 1] - r[:, 0]
@@ -168,7 +200,12 @@ def largest(ranges, max_ranges: int) -> np.ndarray:
 def limit(ranges, max_ranges: int | None, interior: bool = False) -> np.ndarray:
     """At most ``max_ranges`` ranges: an envelope grows (:func:`simplify`), an interior
     shrinks (:func:`largest`), so each stays what it claims to be. ``None``: unchanged."""
-    if not max_ranges or len(ranges) <= max_ranges:
+    if max_ranges is None:
+        return ranges
+    if isinstance(max_ranges, bool) or not isinstance(max_ranges, int | np.integer) or \
+            max_ranges < 1:
+        raise ValueError(f"limit: max_ranges must be None or >= 1; got {max_ranges!r}")
+    if len(ranges) <= max_ranges:
         return ranges
     return largest(ranges, max_ranges) if interior else simplify(ranges, max_ranges)
 
@@ -179,7 +216,7 @@ def from_ids(ids) -> np.ndarray:
     >>> from_ids([5, 3, 4, 9]).tolist()
     [[3, 6], [9, 10]]
     """
-    ids = np.unique(np.asarray(ids, dtype=_U64))
+    ids = np.unique(_as_keys(ids, "from_ids", "ids"))
     if ids.size == 0:
         return np.empty((0, 2), _U64)
     brk = np.flatnonzero(np.diff(ids) != 1)
@@ -190,8 +227,8 @@ def from_ids(ids) -> np.ndarray:
 
 def contains(ranges, keys) -> np.ndarray:
     """Boolean mask: which ``keys`` fall in one of the (normalized) ``ranges``."""
-    r = normalize(ranges)
-    keys = np.asarray(keys, dtype=_U64)
+    r = _normalize(_as_pairs(ranges, "contains"))
+    keys = _as_keys(keys, "contains", "keys")
     if len(r) == 0:
         return np.zeros(keys.shape, bool)
     j = np.searchsorted(r[:, 1], keys, side="right")  # first range whose stop > key
@@ -207,9 +244,12 @@ def overlapping(ranges, first, last) -> np.ndarray:
     This is the chunk test of a sorted store: chunk ``i`` holds keys ``first[i]`` to
     ``last[i]`` (inclusive) and must be read if any query range overlaps it.
     """
-    r = normalize(ranges)
-    first = np.asarray(first, dtype=_U64)
-    last = np.asarray(last, dtype=_U64)
+    r = _normalize(_as_pairs(ranges, "overlapping"))
+    first = _as_keys(first, "overlapping", "first")
+    last = _as_keys(last, "overlapping", "last")
+    if first.shape != last.shape:
+        raise ValueError(f"overlapping: first and last must have one shape; got {first.shape} "
+                         f"and {last.shape}")
     if len(r) == 0:
         return np.zeros(first.shape, bool)
     j = np.searchsorted(r[:, 1], first, side="right")
@@ -221,7 +261,7 @@ def overlapping(ranges, first, last) -> np.ndarray:
 
 def size(ranges) -> int:
     """Number of keys in a range set (a Python int: it may exceed 2**63)."""
-    r = normalize(ranges)
+    r = _normalize(_as_pairs(ranges, "size"))
     return int((r[:, 1] - r[:, 0]).astype(object).sum()) if len(r) else 0
 
 
@@ -230,9 +270,8 @@ def refine(ranges, bits: int) -> np.ndarray:
 
     For HTM ids one level finer is ``bits=2``; for HTM-ST coupled keys, ``bits = b + 2``.
     """
-    r = normalize(ranges)
-    if bits < 0:
-        raise ValueError(f"refine: bits must be >= 0; got {bits}")
+    _check_bits(bits, "refine")
+    r = _normalize(_as_pairs(ranges, "refine"))
     if len(r) and bits and int(r[-1, 1]) > (1 << (64 - bits)):
         raise OverflowError(f"refine: ranges up to {int(r[-1, 1])} do not fit in 64 bits "
                             f"after adding {bits} bits")
@@ -241,7 +280,8 @@ def refine(ranges, bits: int) -> np.ndarray:
 
 def coarsen(ranges, bits: int) -> np.ndarray:
     """The coarser keys (``bits`` low bits dropped) whose descendants meet ``ranges``."""
-    r = normalize(ranges)
+    _check_bits(bits, "coarsen")
+    r = _normalize(_as_pairs(ranges, "coarsen"))
     if len(r) == 0:
         return r
     lo = r[:, 0] >> _U64(bits)

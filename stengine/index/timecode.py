@@ -338,7 +338,13 @@ class TimeGrid:
     def bounds_ns(self, cells, level: int) -> tuple[np.ndarray, np.ndarray]:
         """(start, stop) int64 ns of each cell, half-open."""
         s = self._shift(level)
-        k = np.ascontiguousarray(cells, dtype=np.uint64)
+        k = np.asarray(cells)
+        if k.dtype.kind not in "iu":
+            raise TypeError(f"TimeGrid.decode: cells must be integers (uint64 time cells); got "
+                            f"dtype {k.dtype}")
+        if k.dtype.kind == "i" and k.size and int(k.min()) < 0:
+            raise IndexRangeError(f"TimeGrid.decode: cells must be >= 0; got {int(k.min())}")
+        k = np.ascontiguousarray(k, dtype=np.uint64)
         if k.size and int(k.max()) >= (1 << s):
             raise IndexRangeError(f"TimeGrid.decode: level-{level} cells are 0..{(1 << s) - 1}; "
                                   f"got {int(k.max())}")
