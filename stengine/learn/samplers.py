@@ -377,9 +377,15 @@ def _grouped_order(rows, cols, yb, xb, size, rng, *, mix: int, shuffle: bool) ->
     code = bi * (len(xb) + 1) + bj
     if not shuffle:
         return np.lexsort((cols, rows, code))
-    ucode, inv = np.unique(code, return_inverse=True)
-    block_rank = rng.permutation(ucode.size)
-    rnd = block_rank[inv] // max(1, int(mix))
+    # a round = a compact tile of ~mix blocks (th × tw), tiles in random order: windows
+    # crossing into a neighbour block mostly find it in the same round (read once)
+    mix = max(1, int(mix))
+    th = max(1, int(math.isqrt(mix)))
+    tw = max(1, mix // th)
+    nbx = len(xb) + 1
+    tile = (bi // th) * (nbx // tw + 1) + bj // tw
+    utile, inv = np.unique(tile, return_inverse=True)
+    rnd = rng.permutation(utile.size)[inv]
     return np.lexsort((rng.random(n), rnd))
 
 

@@ -1,0 +1,165 @@
+"""stengine.learn benchmarks: sampler throughput.
+
+64×64 patches of a 6-channel float32 cube (``band, y, x``; smooth multi-scale noise, one
+seed per band) from a local zstd Zarr store written by ``stengine.to_zarr`` with
+512-pixel chunks (all 6 bands in a chunk), opened lazily with ``stengine.open_cube``.
+Every case starts from a cold sampler (no decoded block cached) and ends with stacked
+``(B, 6, 64, 64)`` float32 NumPy batches:
+
+* stengine ``RandomSampler`` (``n`` random windows, an epoch of ``batches(256)``) and
+  ``GridSampler`` (non-overlapping windows, ``batches(256)``): chunk-grouped reads.
+* xbatcher's ``BatchGenerator(input_dims={y: 64, x: 64})`` over the same store (its
+  windows are the grid's): one dask graph per patch; run on a sample of the windows and
+  reported per patch (``est_all_zones_s`` scales its time to all of them).
+* TorchGeo (``RandomGeoSampler`` + ``RasterDataset`` on a tiled GeoTIFF): not
+  installable beside torch 2.13 here; reported as a skip.
+
+``python -m benchmarks.learn [--size tiny|bench] [--no-write]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._runner import Case, benchmark
+from .data import _noise_block, cache
+
+SIZES = {"tiny": (6, 1024, 1024), "bench": (6, 4096, 4096)}
+PATCH = 64
+CHUNK = 512
+BATCH = 256
+
+
+def _bands_block(block_info=None):
+    info = block_info[None]
+    (b0, b1), (r0, r1), (c0, c1) = info["array-location"]
+    out = np.empty((b1 - b0, r1 - r0, c1 - c0), np.float32)
+    v = np.empty((r1 - r0, c1 - c0), np.float64)
+    for k, b in enumerate(range(b0, b1)):
+        _noise_block(r0, c0, r1 - r0, c1 - c0, 300 + b, np.array([900.0, 120.0, 15.0]),
+                     np.array([0.6, 0.3, 0.1]), v)
+        out[k] = v * (100.0 * (b + 1))
+    return out
+
+
+def cube_zarr(size: str):
+    """Path of the 6-band float32 zstd Zarr store (written once, cached)."""
+    import dask.array as dsa
+
+    from stengine import Grid, to_zarr
+    from stengine.cube import make_raster
+
+    path = cache() / f"learn6_{size}_c{CHUNK}.zarr"
+    if not (path / "zarr.json").exists():
+        shape = SIZES[size]
+        data = dsa.map_blocks(_bands_block, dtype=np.float32,
+                              chunks=dsa.core.normalize_chunks((6, CHUNK, CHUNK), shape),
+                              meta=np.empty((0, 0, 0), np.float32))
+        g = Grid("EPSG:32633", (30.0, 0, 500000.0, 0, -30.0, 4000000.0), shape[1:])
+        da = make_raster(data, g, dims=("band", "y", "x"), name="bands",
+                         coords={"band": np.arange(6)})
+        to_zarr(da, path, progress=size != "tiny")
+    return path
+
+
+def _drain(batches) -> int:
+    n = 0
+    for b in batches:
+        n += b["x"].shape[0]
+    return n
+
+
+@benchmark("learn", "sampler_throughput", sizes=["tiny", "bench"],
+           params={"sampler": ["random", "grid"]})
+def sampler_throughput(size, sampler):
+    import stengine
+    from stengine.learn import GridSampler, RandomSampler
+
+    store = cube_zarr(size)
+    cube = stengine.open_cube(store)
+    _, h, w = SIZES[size]
+    n_grid = (h // PATCH) * (w // PATCH)
+    if sampler == "random":
+        n = 4 * n_grid  # ~1.3 windows per pixel: an epoch over the cube
+
+        def run():
+            s = RandomSampler(cube, PATCH, n, seed=0)
+            got = _drain(s.batches(BATCH))
+            stats.update(s.stats)
+            return got
+
+        stats = {}
+        yield Case("stengine", run, items=n,
+                   note=f"RandomSampler n={n}, batches({BATCH}), cold cache; Zarr zstd "
+                   f"chunks {CHUNK}", info=lambda: {"chunks_read": stats.get("chunks_read")})
+    else:
+        n = n_grid
+
+        def run():
+            s = GridSampler(cube, PATCH, PATCH)
+            got = _drain(s.batches(BATCH))
+            stats.update(s.stats)
+            return got
+
+        stats = {}
+        yield Case("stengine", run, items=n,
+                   note=f"GridSampler stride {PATCH}, batches({BATCH}), cold cache",
+                   info=lambda: {"chunks_read": stats.get("chunks_read")})
+    yield from _xbatcher(cube, n, size)
+    raise ImportError("TorchGeo: not installable beside torch 2.13 (CPU) in this "
+                      "environment; RandomGeoSampler + RasterDataset not measured")
+
+
+def _xbatcher(cube, n_items, size):
+    try:
+        import xbatcher
+    except ImportError as e:
+        raise ImportError("xbatcher not installed") from e
+    gen = xbatcher.BatchGenerator(cube, input_dims={"y": PATCH, "x": PATCH})
+    sample = min(len(gen), 64 if size == "tiny" else 256)
+    # xbatcher's patch order is row-major over the grid: take every k-th so the sample
+    # touches as many chunks as the whole set (no chunk reuse between neighbours)
+    idx = np.linspace(0, len(gen) - 1, sample).astype(int)
+
+    def run():
+        out = np.empty((BATCH, 6, PATCH, PATCH), np.float32)
+        for j, i in enumerate(idx):
+            out[j % BATCH] = gen[int(i)].values
+        return sample
+
+    per = {}
+
+    def info():
+        return {"sampled_patches": sample,
+                "est_all_zones_s": per.get("t", 0) * n_items / sample}
+
+    def timed():
+        import time
+
+        t0 = time.perf_counter()
+        r = run()
+        per["t"] = time.perf_counter() - t0
+        return r
+
+    yield Case("xbatcher", timed, items=sample, repeat=1,
+               note="BatchGenerator(input_dims={y: 64, x: 64}) on the same Zarr (dask), "
+               f"gen[i].values for {sample} windows spread over the grid; "
+               "est_all_zones_s = its time scaled to the stengine case's patches",
+               info=info)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from ._runner import REGISTRY, run, save
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.learn")
+    p.add_argument("--size", action="append", help="tiny and/or bench (default both)")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--no-write", action="store_true")
+    a = p.parse_args()
+    res = run([b for b in REGISTRY if b.family == "learn"], sizes=a.size, repeat=a.repeat)
+    if not a.no_write:
+        import sys
+
+        save(res, "python -m benchmarks.learn " + " ".join(sys.argv[1:]))
