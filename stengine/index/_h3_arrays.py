@@ -173,7 +173,8 @@ def parents(cells: np.ndarray, level: int) -> np.ndarray:
 def _valid_loop(cells, out):
     for n in range(cells.size):
         h = cells[n]
-        ok = (h >> np.uint64(59)) == np.uint64(1)  # mode 1; reserved bits and bit 63 zero
+        # bit 63 zero, mode (bits 59-62) 1, the mode's reserved bits 56-58 zero
+        ok = (h >> np.uint64(56)) == np.uint64(8)
         res = np.int64((h >> np.uint64(52)) & np.uint64(15))
         bc = np.int64((h >> np.uint64(45)) & np.uint64(127))
         ok = ok and bc < 122

@@ -190,7 +190,10 @@ def _as_ns_ints(ns, where, name) -> np.ndarray:
 def _scalar_ns(t, where, name) -> int:
     if isinstance(t, int | np.integer) and not isinstance(t, bool):
         raise TypeError(f"{where}: {name} must be a datetime; got the number {t!r}")
-    return int(to_ns(t, where=where, name=name).reshape(-1)[0])
+    ns = to_ns(t, where=where, name=name)
+    if ns.size != 1:
+        raise TypeError(f"{where}: {name} must be a single datetime; got {ns.size} values")
+    return int(ns.reshape(-1)[0])
 
 
 @jit

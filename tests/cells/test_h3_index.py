@@ -188,3 +188,24 @@ def test_bad_coordinates():
         sth3.lonlat_to_cell(0.0, 0.0, 2.5)
     with pytest.raises(IndexRangeError, match="not a valid"):
         sth3.cell_to_lonlat(np.array([12345], np.uint64))
+
+
+def test_is_valid_refuses_reserved_bits():
+    """Bits 56-58 (reserved in cell mode) must be zero; is_valid used to ignore them."""
+    cells = np.concatenate([sth3.lonlat_to_cell(*_sphere(50, 8), 7),
+                            np.array(h3i.get_pentagons(7), np.uint64)])
+    for bit in (56, 57, 58, 63):
+        bad = cells ^ np.uint64(1 << bit)
+        assert sth3.is_valid(bad).tolist() == [h3i.is_valid_cell(int(c)) for c in bad]
+        assert not sth3.is_valid(bad).any()
+        with pytest.raises(IndexRangeError, match="cells must be valid H3 cell ids"):
+            sth3.cell_to_parent(bad, 3)
+
+
+def test_bad_coordinates_name_the_argument():
+    with pytest.raises(IndexRangeError, match=r"lat must be in \[-90, 90\].*lat\[2\] = nan"):
+        sth3.lonlat_to_cell([0.0, 1.0, 2.0], [0.0, 1.0, np.nan], 3)
+    with pytest.raises(IndexRangeError, match=r"lon must be finite.*lon\[1\] = inf"):
+        sth3.lonlat_to_cell([0.0, np.inf], [0.0, 1.0], 3)
+    with pytest.raises(IndexRangeError, match="bbox south and north"):
+        sth3.cells_in_bbox((0.0, -91.0, 10.0, 10.0), 2)

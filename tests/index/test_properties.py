@@ -163,6 +163,21 @@ def test_h3_equals_h3_package_and_centre_roundtrip(p, level):
 
 
 @PROFILE
+@given(p=points(n_max=3), level=st.integers(0, sth3.MAX_LEVEL),
+       flips=st.lists(st.integers(0, 63), max_size=3), raw=st.integers(0, 2 ** 64 - 1))
+def test_h3_is_valid_equals_h3_package(p, level, flips, raw):
+    cells = sth3.lonlat_to_cell(*p, level)
+    for b in flips:  # cells with a bit flipped: mode, resolution, base cell or a digit
+        cells = np.r_[cells, cells[:1] ^ np.uint64(1 << b)]
+    cells = np.r_[cells, np.uint64(raw), np.array(h3i.get_pentagons(level)[:2], np.uint64)]
+    want = [h3i.is_valid_cell(int(c)) for c in cells]
+    assert sth3.is_valid(cells).tolist() == want
+    if not all(want):
+        with pytest.raises(IndexRangeError, match="cells must be valid H3 cell ids"):
+            sth3.cell_to_parent(cells, 0)
+
+
+@PROFILE
 @given(lon=lons, lat=bad_lats, level=st.integers(0, sth3.MAX_LEVEL))
 def test_h3_refuses_bad_lat(lon, lat, level):
     with pytest.raises(IndexRangeError, match=r"lat must be in \[-90, 90\]"):

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from stengine.errors import IndexRangeError
 from stengine.index import timecode
+from stengine.index.htmst import KeyScheme
 from stengine.index.timecode import TimeGrid
 
 
@@ -116,3 +117,76 @@ def test_bad_times():
         g.encode([1.5], 2)
     with pytest.raises(IndexRangeError, match="deepest level"):
         g.encode(["2013-01-02"], 63)
+
+
+# ---------------------------------------------------------------- units and range ends
+NS_PER = {"W": 7 * 86400 * 10 ** 9, "D": 86400 * 10 ** 9, "h": 3600 * 10 ** 9,
+          "m": 60 * 10 ** 9, "s": 10 ** 9, "ms": 10 ** 6, "us": 10 ** 3, "ns": 1}
+
+
+@pytest.mark.parametrize("unit", list(NS_PER))
+def test_to_ns_range_ends_in_every_unit(unit):
+    """The first and last instant of each unit inside the ns range convert exactly (numpy's
+    own astype misconverts near the lower end), and one unit beyond is refused, not wrapped."""
+    f = NS_PER[unit]
+    lo, hi = -(-timecode.NS_MIN // f), timecode.NS_MAX // f
+    got = timecode.to_ns(np.array([lo, 0, 1, hi], dtype=np.int64).astype(f"datetime64[{unit}]"))
+    assert got.tolist() == [lo * f, 0, f, hi * f]
+    for v in (lo - 1, hi + 1):
+        if unit == "ns":
+            continue  # every int64 but NaT is a valid ns instant
+        t = np.array([0, v], dtype=np.int64).astype(f"datetime64[{unit}]")
+        with pytest.raises(IndexRangeError, match=r"time must be within the datetime64\[ns\] "
+                                                  r"range .*\(at index 1\)"):
+            timecode.to_ns(t)
+
+
+@pytest.mark.parametrize("unit, value, ns", [
+    ("Y", "2013", 1356998400 * 10 ** 9), ("M", "2013-02", 1359676800 * 10 ** 9),
+    ("D", "1677-09-22", -9223286400 * 10 ** 9), ("ps", "1970-01-01T00:00:00.000000000001", 0),
+])
+def test_to_ns_calendar_and_sub_ns_units(unit, value, ns):
+    assert timecode.to_ns(np.array([value], f"datetime64[{unit}]")).tolist() == [ns]
+
+
+def test_to_ns_sub_ns_is_floored():
+    t = np.array([-1, 1999], dtype=np.int64).astype("datetime64[ps]")
+    assert timecode.to_ns(t).tolist() == [-1, 1]
+
+
+def test_pandas3_default_unit_is_read_exactly():
+    """pandas 3 makes datetime64[us] by default (date_range, to_datetime of strings)."""
+    idx = pd.date_range("2013-01-01", periods=3, freq="37min")
+    want = [1356998400 * 10 ** 9 + i * 37 * 60 * 10 ** 9 for i in range(3)]
+    for form in (idx, idx.as_unit("s"), idx.as_unit("ms"), idx.as_unit("us"), pd.Series(idx),
+                 idx.tz_localize("UTC").tz_convert("America/St_Johns"), idx.to_pydatetime(),
+                 np.asarray(idx.astype(str)), list(idx)):
+        assert timecode.to_ns(form).tolist() == want, type(form)
+    g = TimeGrid("2013-01-01", "2013-01-02", fanout=2)
+    assert g.encode(idx.as_unit("s"), 4).tolist() == g.encode_ns(np.array(want), 4).tolist()
+
+
+def test_encode_ns_reads_datetime64_exactly():
+    g = TimeGrid("2013-01-01", "2013-01-02", fanout=2)
+    t = np.array(["2013-01-01T13:00"], "datetime64[s]")
+    assert g.encode_ns(t, 3).tolist() == g.encode(["2013-01-01T13:00"], 3).tolist() == [8]
+
+
+@pytest.mark.parametrize("t, match", [
+    (np.array(["1500-01-01"], "datetime64[s]"), "task interval .*datetime64\\[ns\\] range"),
+    (np.array(["3000-01-01"], "datetime64[us]"), "task interval .*datetime64\\[ns\\] range"),
+    ("2999-12-31", "task interval .*datetime64\\[ns\\] range"),
+    (pd.Timestamp("1600-01-01").to_pydatetime(), "task interval .*datetime64\\[ns\\] range"),
+])
+def test_times_outside_the_ns_range_are_refused_not_wrapped(t, match):
+    g = TimeGrid("2013-01-01", "2014-01-01")
+    with pytest.raises(IndexRangeError, match=match):
+        g.encode(t, 3)
+    s = KeyScheme("htmst", 4, "2013-01-01", "2014-01-01")
+    with pytest.raises(IndexRangeError, match=match):
+        s.encode([0.0], [0.0], t)
+
+
+def test_grid_bounds_must_be_single_times():
+    with pytest.raises(TypeError, match="t0 must be a single datetime"):
+        TimeGrid(["2013-01-01", "2013-02-01"], "2014-01-01")
