@@ -296,6 +296,8 @@ _HOLDER = """
 """
 
 _SECOND = """
+    while not os.path.exists(sys.argv[2]):  # started with the holder: wait until it holds
+        time.sleep(0.05)
     try:
         points.PointStore(sys.argv[1]).append(batch(8, 0))
         print("appended")
@@ -310,6 +312,7 @@ def test_second_writer_gets_store_locked_error(tmp_path):
     new_store(path, *old)
     marker = tmp_path / "holding"
     holder = child(_HOLDER, path, marker)
+    second = child(_SECOND, path, marker, env={"STENGINE_LOCK_TIMEOUT": "0.3"})
     try:
         deadline = time.monotonic() + 120
         while not marker.exists():
@@ -322,7 +325,7 @@ def test_second_writer_gets_store_locked_error(tmp_path):
             PointStore(path, lock_timeout=0.5).append(batch(1, 0))
         assert 0.5 <= time.monotonic() - t < 30
         # ... or through STENGINE_LOCK_TIMEOUT
-        rc, out, err = finish(child(_SECOND, path, env={"STENGINE_LOCK_TIMEOUT": "0.3"}))
+        rc, out, err = finish(second)
         assert out.startswith("StoreLockedError") and f"pid {holder.pid}" in out, (out, err)
         # readers do not wait for the writer, and see the last commit
         t = time.monotonic()
@@ -331,6 +334,9 @@ def test_second_writer_gets_store_locked_error(tmp_path):
     finally:
         holder.send_signal(signal.SIGKILL)  # the kernel releases its lock
         finish(holder)
+        if second.poll() is None:
+            second.kill()
+            finish(second)
     PointStore(path, lock_timeout=30).append(batch(1, 0))
     holds_exactly(path, old + [batch(1, 0)])
     assert_clean(path)
