@@ -146,7 +146,31 @@ def _xbatcher(cube, n_items, size):
                f"gen[i].values for {sample} windows spread over the grid; "
                "est_all_zones_s = its time scaled to the stengine case's patches",
                info=info)
+    # xbatcher's batched mode: batch_dims = one 512 chunk, its 64 patches stacked
+    big = xbatcher.BatchGenerator(cube.to_dataset(), input_dims={"y": PATCH, "x": PATCH},
+                                  batch_dims={"y": CHUNK, "x": CHUNK}, concat_input_dims=True)
+    nb = min(len(big), 2 if size == "tiny" else 4)
+    bidx = np.linspace(0, len(big) - 1, nb).astype(int)
+    per2 = {}
 
+    def timed_big():
+        import time
+
+        t0 = time.perf_counter()
+        got = 0
+        for i in bidx:
+            got += big[int(i)][cube.name].values.reshape(-1, 6, PATCH, PATCH).shape[0]
+        per2["t"] = time.perf_counter() - t0
+        per2["n"] = got
+        return got
+
+    yield Case("xbatcher (batch_dims)", timed_big, items=nb * (CHUNK // PATCH) ** 2, repeat=1,
+               note=f"BatchGenerator(input_dims 64, batch_dims {CHUNK}, concat_input_dims) "
+               f"on a Dataset of the same store (its DataArray path fails in this xarray), "
+               f"{nb} batches of {(CHUNK // PATCH) ** 2} patches; time scaled likewise",
+               info=lambda: {"sampled_patches": per2.get("n"),
+                             "est_all_zones_s": per2.get("t", 0) * n_items / max(
+                                 per2.get("n", 1), 1)})
 
 if __name__ == "__main__":
     import argparse
@@ -159,6 +183,23 @@ if __name__ == "__main__":
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args()
     res = run([b for b in REGISTRY if b.family == "learn"], sizes=a.size, repeat=a.repeat)
+    print("\nsummary (patches/s; peers' speed-up = their time for stengine's patches / "
+          "stengine's time):")
+    for rows in res.values():
+        ref = {}
+        for r in rows:
+            key = (r["size"], r["params"]["sampler"])
+            if r["impl"] == "stengine":
+                ref[key] = r
+        for r in rows:
+            key = (r["size"], r["params"]["sampler"])
+            rate = r["items"] / r["median_s"]
+            line = f"  {key[0]:<6} {key[1]:<6} {r['impl']:<22} {rate:10.0f} patches/s"
+            if r["impl"] != "stengine" and key in ref:
+                line += f"   stengine is {r['est_all_zones_s'] / ref[key]['median_s']:.1f}x"
+            elif "chunks_read" in r:
+                line += f"   chunks_read={r['chunks_read']}"
+            print(line)
     if not a.no_write:
         import sys
 

@@ -444,14 +444,30 @@ class _Sampler(torch.utils.data.IterableDataset):
                              "elements")
         return _unstack(self._fetch(el[int(i): int(i) + 1 or None], self._plan()[1]), 0)
 
-    def batches(self, batch_size: int, *, drop_last: bool = False):
-        """Batches (dicts of stacked arrays) of this shard's epoch order."""
+    def batches(self, batch_size: int, *, drop_last: bool = False, prefetch: bool = True):
+        """Batches (dicts of stacked arrays) of this shard's epoch order.
+
+        ``prefetch``: read the next batch in a background thread while the caller works
+        on this one (one reader thread at a time, so the block cache needs no lock).
+        """
         batch_size = _check_size(batch_size, "batch_size", op=f"{type(self).__name__}.batches")
         el = self._elements()
         _, plan = self._plan()
         stop = (len(el) // batch_size) * batch_size if drop_last else len(el)
-        for s in range(0, stop, batch_size):
-            yield self._fetch(el[s:s + batch_size], plan)
+        starts = range(0, stop, batch_size)
+        if not prefetch or len(starts) < 2:
+            for s in starts:
+                yield self._fetch(el[s:s + batch_size], plan)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="stengine-sampler") as ex:
+            fut = ex.submit(self._fetch, el[0:batch_size], plan)
+            for s in starts[1:]:
+                batch = fut.result()
+                fut = ex.submit(self._fetch, el[s:s + batch_size], plan)
+                yield batch
+            yield fut.result()
 
     def __iter__(self):
         el = self._elements()
