@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -153,43 +154,52 @@ class _Reader:
         self.cache_bytes = int(cache_mb * 2**20)
         self._cache: OrderedDict = OrderedDict()
         self._used = 0
+        self._lock = threading.Lock()  # shards share a reader; ranks may be threads
         self.stats = {"chunks_read": 0, "blocks_read": 0, "cache_hits": 0, "patches": 0}
 
     def __getstate__(self):
         d = dict(self.__dict__)
-        d["_cache"], d["_used"] = OrderedDict(), 0
+        d["_cache"], d["_used"], d["_lock"] = OrderedDict(), 0, None
         d["stats"] = dict.fromkeys(self.stats, 0)
         return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+        self._lock = threading.Lock()
 
     def _fetch(self, si: int, blocks: list[tuple[int, int]]) -> dict:
         src = self.sources[si]
         got, missing = {}, []
-        for b in blocks:
-            key = (si, *b)
-            arr = self._cache.get(key)
-            if arr is None:
-                missing.append(b)
-            else:
-                self._cache.move_to_end(key)
-                got[b] = arr
-                self.stats["cache_hits"] += 1
-        if missing:
-            import dask.threaded
-            from dask.optimization import cull
-
-            if src._dsk is None:
+        with self._lock:
+            for b in blocks:
+                key = (si, *b)
+                arr = self._cache.get(key)
+                if arr is None:
+                    missing.append(b)
+                else:
+                    self._cache.move_to_end(key)
+                    got[b] = arr
+                    self.stats["cache_hits"] += 1
+            if missing and src._dsk is None:
                 src._dsk = dict(src.data.__dask_graph__())
-            keys = [k for b in missing for k in src.keys_of(*b)]
-            dsk, _ = cull(src._dsk, keys)
-            vals = dask.threaded.get(dsk, keys)
-            results = dict(zip(keys, vals, strict=True))
+        if not missing:
+            return got
+        import dask.threaded
+        from dask.optimization import cull
+
+        keys = [k for b in missing for k in src.keys_of(*b)]
+        dsk, _ = cull(src._dsk, keys)
+        vals = dask.threaded.get(dsk, keys)  # one call: the chunks decode in parallel
+        results = dict(zip(keys, vals, strict=True))
+        arrs = {b: src.assemble(*b, results) for b in missing}
+        with self._lock:
             self.stats["chunks_read"] += len(keys)
             self.stats["blocks_read"] += len(missing)
-            for b in missing:
-                arr = src.assemble(*b, results)
+            for b, arr in arrs.items():
                 got[b] = arr
-                self._cache[(si, *b)] = arr
-                self._used += arr.nbytes
+                if (si, *b) not in self._cache:
+                    self._cache[(si, *b)] = arr
+                    self._used += arr.nbytes
             while self._used > self.cache_bytes and len(self._cache) > len(blocks):
                 _, old = self._cache.popitem(last=False)
                 self._used -= old.nbytes

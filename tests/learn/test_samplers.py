@@ -341,3 +341,20 @@ def test_bad_input_time_and_cells(time_cube, lonlat_raster):
         TripletSampler(far, raster, 8, k=0)
     with pytest.raises(ValueError, match="not valid H3 cells"):
         CellSampler(np.array([12345], np.uint64), raster, 8)
+
+
+def test_pickled_shards_read_the_same_and_threads_share_a_reader(band_cube):
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    cube, _ = band_cube
+    s = RandomSampler(cube, 12, 60, seed=9)
+    ref = [b["x"] for b in s.shard(1, 2).batches(10)]
+    back = pickle.loads(pickle.dumps(s.shard(1, 2)))
+    assert back.stats["chunks_read"] == 0 and back.rank == 1  # no cache travels
+    for a, b in zip(ref, back.batches(10), strict=True):
+        np.testing.assert_array_equal(a, b["x"])
+    fresh = RandomSampler(cube, 12, 60, seed=9)
+    with ThreadPoolExecutor(2) as ex:  # two ranks as threads of one process
+        outs = list(ex.map(lambda r: [b["x"] for b in fresh.shard(r, 2).batches(5)], [0, 1]))
+    np.testing.assert_array_equal(np.concatenate(outs[1]), np.concatenate(ref))
