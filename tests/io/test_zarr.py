@@ -182,3 +182,88 @@ def test_failed_write_waits_for_tasks_still_running(tmp_path):
     time.sleep(0.7)
     assert len(done) == n, "a chunk task was still running after to_zarr returned"
     assert stengine.open_cube(store).sizes["time"] == 3
+
+
+# --------------------------------------------------------------------------- datetimes
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_every_datetime_unit_round_trips_exactly(tmp_path, unit):
+    t = np.array(["2020-01-01T00:00:01", "2020-01-02T03:04:05"], "M8[s]").astype(f"M8[{unit}]")
+    if unit != "s":
+        t = t + np.timedelta64(7, unit)  # a value only this unit holds
+    da = make_cube((2, 4, 5), "f4").assign_coords(time=t)
+    stengine.to_zarr(da, tmp_path / "t.zarr")
+    back = stengine.open_cube(tmp_path / "t.zarr")
+    assert back.time.dtype == t.dtype
+    np.testing.assert_array_equal(back.time.values, t)
+
+
+def test_pandas_date_range_round_trips(tmp_path):
+    import pandas as pd
+
+    t = pd.date_range("2020-01-01", periods=3, freq="D")  # datetime64[us] in pandas 3
+    da = make_cube((3, 4, 5), "f4").assign_coords(time=t)
+    stengine.to_zarr(da, tmp_path / "t.zarr")
+    back = stengine.open_cube(tmp_path / "t.zarr")
+    assert not np.isnat(back.time.values).any()
+    np.testing.assert_array_equal(back.time.values, t.values)
+
+
+@pytest.mark.parametrize("year", ["1500", "3000"])
+def test_times_outside_the_ns_range_round_trip_and_append(tmp_path, year):
+    def part(start, n=2):
+        t = np.datetime64(f"{year}-{start}", "s") + np.arange(n) * np.timedelta64(1, "h")
+        return make_cube((n, 4, 5), "f4").assign_coords(time=t)
+
+    store = tmp_path / "t.zarr"
+    stengine.to_zarr(part("01-01"), store)
+    stengine.to_zarr(part("02-01"), store, mode="a", append_dim="time")
+    back = stengine.open_cube(store)
+    assert back.time.dtype == np.dtype("M8[s]")
+    expect = np.concatenate([part("01-01").time.values, part("02-01").time.values])
+    np.testing.assert_array_equal(back.time.values, expect)
+
+
+def test_append_of_another_time_unit(tmp_path):
+    store = tmp_path / "t.zarr"
+    stengine.to_zarr(_cube(2), store)  # ns
+    more = [_cube(1, t0="2020-02-01"), _cube(1, t0="2020-03-01"), _cube(1, t0="2020-04-01")]
+    for da, unit in zip(more, ["us", "s", "ms"], strict=True):
+        da = da.assign_coords(time=da.time.values.astype(f"M8[{unit}]"))
+        stengine.to_zarr(da, store, mode="a", append_dim="time")
+    back = stengine.open_cube(store)
+    assert back.time.dtype == np.dtype("M8[ns]")
+    expect = np.concatenate([_cube(2).time.values] + [d.time.values for d in more])
+    np.testing.assert_array_equal(back.time.values, expect)
+
+
+def test_day_unit_is_stored_as_seconds(tmp_path):
+    t = np.array(["2020-01-01", "2020-01-05"], "M8[D]")
+    stengine.to_zarr(make_cube((2, 4, 5), "f4").assign_coords(time=t), tmp_path / "d.zarr")
+    back = stengine.open_cube(tmp_path / "d.zarr")
+    np.testing.assert_array_equal(back.time.values, t.astype("M8[s]"))
+
+
+# --------------------------------------------------------------------------- complete stores
+def test_every_chunk_is_written_and_the_store_marked_complete(tmp_path):
+    da = _cube(2) * np.nan  # all-NaN chunks: plain Zarr would skip writing them
+    stengine.to_zarr(da, tmp_path / "c.zarr")
+    stengine.to_zarr(_cube(2, t0="2020-01-03") * np.nan, tmp_path / "c.zarr", mode="a",
+                     append_dim="time")
+    files = [p for p in (tmp_path / "c.zarr" / "v" / "c").rglob("*") if p.is_file()]
+    assert len(files) == 2 * 3 * 2  # time chunks of 2 (4 steps), y 8 (20), x 16 (30)
+    back = stengine.open_cube(tmp_path / "c.zarr")
+    assert "stengine_written" not in back.attrs
+    assert np.isnan(back.values).all()
+    # and the lock file is gone once nobody holds it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.zarr"]
+
+
+def test_append_keeps_grid_mapping_and_store_attrs(tmp_path):
+    store = tmp_path / "c.zarr"
+    a = _cube(2).assign_attrs(source="first")
+    stengine.to_zarr(a, store)
+    stengine.to_zarr(_cube(2, seed=1, t0="2020-01-03").assign_attrs(source="second"), store,
+                     mode="a", append_dim="time")
+    back = stengine.open_cube(store)
+    assert "spatial_ref" in back.coords and back.st.grid == a.st.grid
+    assert back.attrs["source"] == "first"  # the store's attrs; appends add data only
