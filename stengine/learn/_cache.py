@@ -62,10 +62,11 @@ def get(key: str, location, loader):
         return obj
 
 
-def release(key: str | None = None) -> int:
+def release(key: str | None = None, dask_worker=None) -> int:
     """Drop the cached model ``key`` (every model if ``None``); return how many were
-    dropped. GPU memory they held is returned to the driver (``torch.cuda.empty_cache``)."""
-    holder = _holder()
+    dropped. GPU memory they held is returned to the driver (``torch.cuda.empty_cache``).
+    ``dask_worker`` is filled in by ``client.run``."""
+    holder = dask_worker or _holder()
     with _LOCK:
         models, _ = _tables(holder)
         keys = list(models) if key is None else [k for k in models if k == key]
@@ -80,9 +81,10 @@ def release(key: str | None = None) -> int:
     return len(keys)
 
 
-def stats() -> dict:
-    """``{"models": [cached keys], "loads": {key: times loaded}}`` for this worker."""
-    holder = _holder()
+def stats(dask_worker=None) -> dict:
+    """``{"models": [cached keys], "loads": {key: times loaded}}`` for this worker
+    (``dask_worker`` is filled in by ``client.run``)."""
+    holder = dask_worker or _holder()
     with _LOCK:
         models, loads = _tables(holder)
         return {"models": list(models), "loads": dict(loads)}

@@ -198,8 +198,8 @@ def _window_range(a: int, b: int, n_total: int, P: int, m: int, s: int):
     return range(lo, hi + 1)
 
 
-def _predict_block(tile, *, key, location, P, m, s, D, shape, blend, batch_size, output,
-                   n_out, kind, block_info=None):
+def _predict_block(tile, *, key, location, P, m, s, D, shape, blend, batch_size, out_kind,
+                   n_out, block_info=None):
     """One output chunk: run the windows meeting it, blend, mask missing pixels."""
     runner = _runner(key, location)
     (y0, y1), (x0, x1) = block_info[None]["array-location"][-2:]
@@ -239,11 +239,11 @@ def _predict_block(tile, *, key, location, P, m, s, D, shape, blend, batch_size,
     missing = np.isnan(center).all(axis=0) | (wsum == 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         res = (acc / np.where(wsum > 0, wsum, 1)).astype(np.float32)
-    if output == "class":
+    if out_kind == "class":
         cls = res.argmax(axis=0).astype(np.int16)
         cls[missing] = -1
         return cls
-    if output == "proba":
+    if out_kind == "proba":
         e = np.exp(res - res.max(axis=0, keepdims=True))
         res = e / e.sum(axis=0, keepdims=True)
     res[:, missing] = np.nan
@@ -355,7 +355,7 @@ def predict(model, cube, *, patch: int | None = None, overlap: int | None = None
     token = dask.base.tokenize(key, arr.name, P, m, blend, output, batch_size)
     name = f"stengine-predict-{token}"
     kw = dict(key=key, location=location, P=P, m=m, s=s, D=D, shape=(H, W), blend=blend,
-              batch_size=batch_size, output=output, n_out=n_out, kind=kind)
+              batch_size=batch_size, out_kind=output, n_out=n_out)
     with dask.annotate(resources=res) if res else contextlib.nullcontext():
         if output == "class":
             data = dsa.map_blocks(_predict_block, tiles, drop_axis=0, chunks=arr.chunks[1:],
@@ -570,23 +570,22 @@ def _cells_level(cells, ids):
         a = cells[CELL_IDS].attrs
         if "level" in a:
             return int(a["level"]), a.get("grid_name", "h3")
-    import h3
+    from ..index import h3 as sth3
 
-    return int(h3.get_resolution(h3.int_to_str(int(ids[0])))), "h3"
+    return int(sth3.cell_level(ids[:1])[0]), "h3"
 
 
 def _write_geoparquet(cube, out, parent_level: int):
     import geopandas as gpd
-    import h3
     import pandas as pd
 
     from ..cube.cells import CELL_IDS, parent_ids
+    from ..index import h3 as sth3
 
     ids = np.asarray(cube[CELL_IDS].values, np.uint64)
     level = int(cube[CELL_IDS].attrs["level"])
     parents = parent_ids(ids, "h3", level, parent_level)
-    lat, lon = np.array([h3.cell_to_latlng(h3.int_to_str(int(c))) for c in ids]).T \
-        if ids.size else (np.empty(0), np.empty(0))
+    lon, lat = sth3.cell_to_lonlat(ids)
     vec = np.asarray(cube.values)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
