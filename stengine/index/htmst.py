@@ -171,7 +171,10 @@ class KeyScheme:
         """Keys (uint64) of records at ``lon``, ``lat`` (degrees) and ``time`` (datetime-like).
 
         Raises :class:`~stengine.errors.IndexRangeError` for latitudes outside
-        [-90, 90], non-finite longitudes or times outside ``[t0, t1)``.
+        [-90, 90] or NaN, non-finite longitudes (finite ones wrap), NaT, times outside
+        ``[t0, t1)`` or outside the int64-ns range; each error names ``lon``, ``lat`` or
+        ``time``, the valid range, and the first offending value and its index.
+        ``time`` takes every form :func:`~stengine.index.timecode.to_ns` reads.
         """
         where = f"KeyScheme({self.kind!r}).encode"
         ns = to_ns(time, where=where, within=(self.t0, self.t1))

@@ -5,6 +5,14 @@ at level L has ``b*(L+1)`` bits and its parent is ``code >> b``. Times are UTC a
 handled as integer nanoseconds since 1970 (``datetime64[ns]``); naive datetimes are
 taken as UTC, aware ones are converted.
 
+Every time argument goes through :func:`to_ns`: ``datetime64`` of any unit (pandas 3
+makes ``us`` by default), pandas, ``datetime`` and ISO strings are read exactly. Instants
+outside the int64-nanosecond range [1677-09-21T00:12:43.145224193,
+2262-04-11T23:47:16.854775807] and NaT are refused with
+:class:`~stengine.errors.IndexRangeError` naming the argument (numpy's own conversion
+would wrap them silently to other dates); times to encode must also lie in the task
+interval ``[t0, t1)``.
+
 Cell ``k`` of level L holds the instants ``t`` with
 ``floor((t - t0) * N / D) = k``, where ``N = m**(L+1)`` and ``D = t1 - t0`` in ns,
 computed exactly in integers. Its bounds are ``[t0 + ceil(k*D/N), t0 + ceil((k+1)*D/N))``;
