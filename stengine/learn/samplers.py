@@ -52,11 +52,15 @@ def _label_str(v) -> str:
 class _Source:
     """One variable as a dask array ``(lead..., H, W)``; reads whole spatial blocks."""
 
-    def __init__(self, da: xr.DataArray, dims, *, role: str = "x"):
+    def __init__(self, da: xr.DataArray, dims, *, role: str = "x", time_samples: bool = False):
         import dask.array as dsa
 
         ydim, xdim = dims
         lead = [d for d in da.dims if d not in dims]
+        # time as samples: time first, its blocks cached apart, its labels not in names
+        self.time_samples = time_samples and "time" in lead
+        if self.time_samples:
+            lead = ["time"] + [d for d in lead if d != "time"]
         da = da.transpose(*lead, ydim, xdim)
         data = da.data
         if not hasattr(data, "dask"):
@@ -74,11 +78,14 @@ class _Source:
         self.yb = np.cumsum((0,) + tuple(data.chunks[-2]))
         self.xb = np.cumsum((0,) + tuple(data.chunks[-1]))
         self.lead_bounds = [np.cumsum((0,) + tuple(c)) for c in data.chunks[:-2]]
+        self.T = int(self.lead_shape[0]) if self.time_samples else None
+        self.C = self.L // self.T if self.time_samples else self.L  # channels per sample
         names = []
-        if lead:
+        named = lead[1:] if self.time_samples else lead
+        if named:
             labels = [[_label_str(v) for v in (da[d].values if d in da.coords
-                                               else np.arange(da.sizes[d]))] for d in lead]
-            for combo in np.ndindex(*self.lead_shape):
+                                               else np.arange(da.sizes[d]))] for d in named]
+            for combo in np.ndindex(*[da.sizes[d] for d in named]):
                 names.append(self.name + "".join(f"[{labels[k][i]}]" for k, i in enumerate(combo)))
         else:
             names.append(self.name)
@@ -96,29 +103,38 @@ class _Source:
         d["_dsk"] = None  # rebuilt from the dask array where it lands
         return d
 
-    def keys_of(self, bi: int, bj: int) -> list:
-        keys = []
-        name = self.data.name
-        for lb in np.ndindex(*self.data.numblocks[:-2]):
-            keys.append((name, *lb, bi, bj))
-        return keys
+    def _lead_blocks(self, tb: int) -> list:
+        lbs = list(np.ndindex(*self.data.numblocks[:-2]))
+        return [lb for lb in lbs if lb[0] == tb] if tb >= 0 else lbs
 
-    def assemble(self, bi, bj, results: dict) -> np.ndarray:
-        """The decoded block ``(L, h, w)`` in the output dtype, nodata as fill."""
+    def keys_of(self, tb: int, bi: int, bj: int) -> list:
+        """Dask keys of spatial block (bi, bj): all lead blocks, or time block ``tb``."""
+        name = self.data.name
+        return [(name, *lb, bi, bj) for lb in self._lead_blocks(tb)]
+
+    def assemble(self, tb, bi, bj, results: dict) -> np.ndarray:
+        """The decoded block ``(channels, h, w)`` in the output dtype, nodata as fill;
+        ``tb >= 0``: only time block ``tb`` (time-major channels)."""
         h = int(self.yb[bi + 1] - self.yb[bi])
         w = int(self.xb[bj + 1] - self.xb[bj])
-        lb_all = list(np.ndindex(*self.data.numblocks[:-2]))
+        lb_all = self._lead_blocks(tb)
+        lead = list(self.lead_shape)
+        if tb >= 0:
+            t0, t1 = int(self.lead_bounds[0][tb]), int(self.lead_bounds[0][tb + 1])
+            lead[0] = t1 - t0
         if len(lb_all) == 1 and not self.lead_shape:
             raw = np.asarray(results[(self.data.name, bi, bj)])[None]
         elif len(lb_all) == 1:
             raw = np.asarray(results[(self.data.name, *lb_all[0], bi, bj)])
         else:
-            raw = np.empty(self.lead_shape + (h, w), self.dtype)
+            raw = np.empty(tuple(lead) + (h, w), self.dtype)
             for lb in lb_all:
-                sl = tuple(slice(int(b[i]), int(b[i + 1])) for b, i in zip(self.lead_bounds, lb,
-                                                                           strict=True))
-                raw[sl] = results[(self.data.name, *lb, bi, bj)]
-        raw = raw.reshape(self.L, h, w)
+                sl = []
+                for k, (b, i) in enumerate(zip(self.lead_bounds, lb, strict=True)):
+                    base = int(self.lead_bounds[0][tb]) if (k == 0 and tb >= 0) else 0
+                    sl.append(slice(int(b[i]) - base, int(b[i + 1]) - base))
+                raw[tuple(sl)] = results[(self.data.name, *lb, bi, bj)]
+        raw = raw.reshape(-1, h, w)
         out = raw.astype(self.out_dtype, copy=raw.dtype != self.out_dtype)
         bad = None
         if self.nodata is not None:
@@ -167,7 +183,7 @@ class _Reader:
         self.__dict__.update(d)
         self._lock = threading.Lock()
 
-    def _fetch(self, si: int, blocks: list[tuple[int, int]]) -> dict:
+    def _fetch(self, si: int, blocks: list[tuple[int, int, int]]) -> dict:
         src = self.sources[si]
         got, missing = {}, []
         with self._lock:
@@ -191,7 +207,7 @@ class _Reader:
         dsk, _ = cull(src._dsk, keys)
         vals = dask.threaded.get(dsk, keys)  # one call: the chunks decode in parallel
         results = dict(zip(keys, vals, strict=True))
-        arrs = {b: src.assemble(*b, results) for b in missing}
+        arrs = {b: src.assemble(*b, results) for b in missing}  # b = (tb, bi, bj)
         with self._lock:
             self.stats["chunks_read"] += len(keys)
             self.stats["blocks_read"] += len(missing)
@@ -206,17 +222,24 @@ class _Reader:
         return got
 
     def read(self, si: int, rows, cols, size: int, out: np.ndarray | None = None,
-             ch0: int = 0) -> np.ndarray:
+             ch0: int = 0, times=None) -> np.ndarray:
         """Windows ``[row, row+size) × [col, col+size)`` of source ``si`` (any position;
-        outside the raster is the fill value) as ``(B, L, size, size)``, or into
-        ``out[:, ch0:ch0+L]``."""
+        outside the raster is the fill value) as ``(B, C, size, size)``, or into
+        ``out[:, ch0:ch0+C]``; ``times``: each window's time step (time-sample sources)."""
         src = self.sources[si]
         rows = np.asarray(rows, np.int64)
         cols = np.asarray(cols, np.int64)
-        B = rows.size
+        B, C = rows.size, src.C
         if out is None:
-            out = np.empty((B, src.L, size, size), src.out_dtype)
+            out = np.empty((B, C, size, size), src.out_dtype)
             ch0 = 0
+        if src.time_samples:
+            t = np.asarray(times, np.int64)
+            tbs = np.searchsorted(src.lead_bounds[0], t, "right") - 1
+            coff = ((t - src.lead_bounds[0][tbs]) * C).tolist()
+            tbs = tbs.tolist()
+        else:
+            tbs, coff = [-1] * B, [0] * B
         r0 = np.clip(rows, 0, src.H)
         r1 = np.clip(rows + size, 0, src.H)
         c0 = np.clip(cols, 0, src.W)
@@ -224,21 +247,21 @@ class _Reader:
         ok = (r1 > r0) & (c1 > c0)
         partial = ~ok | (r0 != rows) | (c0 != cols) | (r1 != rows + size) | (c1 != cols + size)
         if partial.any():
-            out[partial, ch0:ch0 + src.L] = src.fill
+            out[partial, ch0:ch0 + C] = src.fill
         bi0 = np.searchsorted(src.yb, r0, "right") - 1
         bi1 = np.searchsorted(src.yb, np.maximum(r1 - 1, 0), "right") - 1
         bj0 = np.searchsorted(src.xb, c0, "right") - 1
         bj1 = np.searchsorted(src.xb, np.maximum(c1 - 1, 0), "right") - 1
+        todo = np.flatnonzero(ok).tolist()
         need = set()
-        for w in np.flatnonzero(ok).tolist():
+        for w in todo:
             for bi in range(bi0[w], bi1[w] + 1):
                 for bj in range(bj0[w], bj1[w] + 1):
-                    need.add((bi, bj))
+                    need.add((tbs[w], bi, bj))
         blocks = self._fetch(si, sorted(need))
         yb, xb = src.yb, src.xb
-        L = src.L
-        for w in np.flatnonzero(ok).tolist():
-            rw, cw = int(rows[w]), int(cols[w])
+        for w in todo:
+            rw, cw, tb, k0 = int(rows[w]), int(cols[w]), tbs[w], coff[w]
             a0, a1, b0, b1 = int(r0[w]), int(r1[w]), int(c0[w]), int(c1[w])
             for bi in range(bi0[w], bi1[w] + 1):
                 y0, y1 = int(yb[bi]), int(yb[bi + 1])
@@ -246,13 +269,14 @@ class _Reader:
                 for bj in range(bj0[w], bj1[w] + 1):
                     x0, x1 = int(xb[bj]), int(xb[bj + 1])
                     t0, t1 = max(b0, x0), min(b1, x1)
-                    out[w, ch0:ch0 + L, s0 - rw:s1 - rw, t0 - cw:t1 - cw] = \
-                        blocks[(bi, bj)][:, s0 - y0:s1 - y0, t0 - x0:t1 - x0]
+                    out[w, ch0:ch0 + C, s0 - rw:s1 - rw, t0 - cw:t1 - cw] = \
+                        blocks[(tb, bi, bj)][k0:k0 + C, s0 - y0:s1 - y0, t0 - x0:t1 - x0]
         self.stats["patches"] += B
         return out
 
 
-def _sources(cube, dims, bands, *, op: str) -> tuple[list[_Source], xr.DataArray]:
+def _sources(cube, dims, bands, *, op: str, time_samples: bool = False
+             ) -> tuple[list[_Source], xr.DataArray]:
     """The cube's channel sources (bands applied) and a reference variable for its grid."""
     if isinstance(cube, xr.Dataset):
         names = [n for n, v in cube.data_vars.items() if all(d in v.dims for d in dims)]
@@ -289,7 +313,7 @@ def _sources(cube, dims, bands, *, op: str) -> tuple[list[_Source], xr.DataArray
                         f"stengine.open_cube(store)); got {type(cube).__name__}")
     if len(vars_) > 1:
         check_same_grid(op=op, dims=dims, **{str(v.name): v for v in vars_})
-    return [_Source(v, dims) for v in vars_], vars_[0]
+    return [_Source(v, dims, time_samples=time_samples) for v in vars_], vars_[0]
 
 
 def _select_time(cube, toi, *, op: str):
@@ -373,10 +397,12 @@ def _epoch_rng(seed, *parts) -> np.random.Generator:
     return np.random.default_rng([int(seed), *map(int, parts)])
 
 
-def _grouped_order(rows, cols, yb, xb, size, rng, *, mix: int, shuffle: bool) -> np.ndarray:
-    """A permutation of windows grouped by the block holding each window's centre.
+def _grouped_order(rows, cols, yb, xb, size, rng, *, mix: int, shuffle: bool,
+                   tkey=None) -> np.ndarray:
+    """A permutation of windows grouped by the block holding each window's centre (and
+    by ``tkey``, the time block of time-sample elements).
 
-    ``shuffle``: blocks in random order, ``mix`` blocks per round, the round's windows
+    ``shuffle``: compact tiles of ~``mix`` blocks in random order, a tile's windows
     shuffled together; else blocks row-major and windows row-major inside each.
     """
     n = rows.size
@@ -385,15 +411,16 @@ def _grouped_order(rows, cols, yb, xb, size, rng, *, mix: int, shuffle: bool) ->
     bi = np.searchsorted(yb, np.clip(rows + size // 2, 0, yb[-1] - 1), "right") - 1
     bj = np.searchsorted(xb, np.clip(cols + size // 2, 0, xb[-1] - 1), "right") - 1
     code = bi * (len(xb) + 1) + bj
+    tkey = np.zeros(n, np.int64) if tkey is None else np.asarray(tkey, np.int64)
     if not shuffle:
-        return np.lexsort((cols, rows, code))
+        return np.lexsort((cols, rows, code, tkey))
     # a round = a compact tile of ~mix blocks (th × tw), tiles in random order: windows
     # crossing into a neighbour block mostly find it in the same round (read once)
     mix = max(1, int(mix))
     th = max(1, int(math.isqrt(mix)))
     tw = max(1, mix // th)
     nbx = len(xb) + 1
-    tile = (bi // th) * (nbx // tw + 1) + bj // tw
+    tile = (bi // th) * (nbx // tw + 1) + bj // tw + tkey * (len(yb) + 1) * (nbx + 1)
     utile, inv = np.unique(tile, return_inverse=True)
     rnd = rng.permutation(utile.size)[inv]
     return np.lexsort((rng.random(n), rnd))
@@ -569,11 +596,20 @@ class _GriddedBase(_Sampler):
     """Grid and random patch samplers: cube → sources, roi/toi, labels, nodata table."""
 
     def _setup(self, cube, size, *, roi, roi_crs, toi, bands, labels, label_mode, max_nodata,
-               dims, cache_mb, op):
+               dims, cache_mb, time_as, op):
         self._dims = dims = spatial_dims(dims)
         self.size = size = _check_size(size, op=op)
+        if time_as not in ("channels", "samples"):
+            raise ValueError(f"{op}: time_as must be 'channels' (each time step a channel) or "
+                             f"'samples' (each time step a sample); got {time_as!r}")
         cube = _select_time(cube, toi, op=op)
-        sources, ref = _sources(cube, dims, list(bands) if bands is not None else None, op=op)
+        if time_as == "samples" and "time" not in cube.dims:
+            raise DimensionError(f"{op}: time_as='samples' needs a 'time' dim; the cube has "
+                                 f"{tuple(cube.dims)}. Drop time_as=.")
+        self.time_as = time_as
+        self._T = int(cube.sizes["time"]) if time_as == "samples" else 1
+        sources, ref = _sources(cube, dims, list(bands) if bands is not None else None, op=op,
+                                time_samples=time_as == "samples")
         self.grid = grid = get_grid(ref, dims=dims)
         H, W = grid.shape
         if size > H or size > W:
@@ -609,7 +645,14 @@ class _GriddedBase(_Sampler):
                 list(map(float, roi)) if isinstance(roi, tuple | list) else roi.wkt),
             "roi_crs": None if roi_crs is None else str(roi_crs),
             "toi": None if toi is None else [str(t) for t in toi], "times": times,
-            "max_nodata": self.max_nodata}
+            "time_as": time_as, "max_nodata": self.max_nodata}
+
+    def _tkey(self, t):
+        """Time block of each element's step (for chunk grouping), or None."""
+        src = next((s for s in self._reader.sources if s.time_samples), None)
+        if src is None:
+            return None
+        return np.searchsorted(src.lead_bounds[0], t, "right") - 1
 
     def _nodata_table(self):
         """Summed-area table of missing pixels (read once, lazily), or None."""
@@ -655,12 +698,13 @@ class _GriddedBase(_Sampler):
     def _fetch(self, ids, plan) -> dict:
         ids = np.asarray(ids, np.int64)
         rows, cols = plan["rows"][ids], plan["cols"][ids]
+        t = plan["time"][ids] if "time" in plan else None
         S, rd = self.size, self._reader
         x = np.empty((ids.size, len(self._channels), S, S), np.float32)
         ch = 0
         for si in range(self._nx):
-            rd.read(si, rows, cols, S, out=x, ch0=ch)
-            ch += rd.sources[si].L
+            rd.read(si, rows, cols, S, out=x, ch0=ch, times=t)
+            ch += rd.sources[si].C
         out = {"x": x}
         if self._has_labels:
             if self.label_mode == "pixel":
@@ -669,6 +713,8 @@ class _GriddedBase(_Sampler):
                 out["y"] = rd.read(self._nx, rows + S // 2, cols + S // 2, 1)[:, 0, 0, 0]
         out["index"] = ids
         out["window"] = np.stack([rows, cols], 1)
+        if t is not None:
+            out["time"] = t
         return out
 
 
@@ -688,7 +734,12 @@ class GridSampler(_GriddedBase):
         projected with pyproj. Windows lie in the roi's bounding box; for a polygon
         (or a box from another CRS) their centre lies in it.
     toi : (start, end), optional
-        Time interval (inclusive) of the ``time`` steps kept as channels.
+        Time interval (inclusive) of the ``time`` steps kept.
+    time_as : {"channels", "samples"}
+        Time steps as channels (default), or each ``(window, time step)`` a sample whose
+        channels are the other dims (batches then carry ``"time"``, the step's index in
+        the kept times); "samples" keeps channel names free of dates, so a model trained
+        on some times runs on others.
     bands : list, optional
         Variables of a Dataset, or labels of a DataArray's ``band`` dim, in channel order.
     labels : xarray.DataArray, optional
@@ -706,13 +757,14 @@ class GridSampler(_GriddedBase):
 
     def __init__(self, cube, size: int, stride: int | None = None, *, roi=None, roi_crs=None,
                  toi=None, bands=None, labels=None, label_mode: str = "pixel",
-                 max_nodata: float | None = None, shuffle: bool = False, seed: int = 0,
-                 mix: int = 8, cache_mb: float = 256.0, dims=None, transform=None):
+                 max_nodata: float | None = None, time_as: str = "channels",
+                 shuffle: bool = False, seed: int = 0, mix: int = 8, cache_mb: float = 256.0,
+                 dims=None, transform=None):
         op = "GridSampler"
         self._init_common(seed, mix, shuffle, cache_mb, transform)
         self._setup(cube, size, roi=roi, roi_crs=roi_crs, toi=toi, bands=bands, labels=labels,
                     label_mode=label_mode, max_nodata=max_nodata, dims=dims,
-                    cache_mb=cache_mb, op=op)
+                    cache_mb=cache_mb, time_as=time_as, op=op)
         self.stride = _check_size(self.size if stride is None else stride, "stride", op=op)
         S = self.size
         r_lo, r_hi, c_lo, c_hi = self._rect
@@ -724,10 +776,14 @@ class GridSampler(_GriddedBase):
         rr, cc = np.meshgrid(starts(r_lo, r_hi), starts(c_lo, c_hi), indexing="ij")
         rows, cols = rr.ravel(), cc.ravel()
         keep = self._accept(rows, cols)
-        self._rows, self._cols = rows[keep], cols[keep]
-        if self._rows.size == 0:
+        rows, cols = rows[keep], cols[keep]
+        if rows.size == 0:
             raise ValueError(f"{op}: no window passes max_nodata={self.max_nodata} (or lies "
                              "in the roi polygon); raise max_nodata or change roi.")
+        # element e = t * n_windows + w (time_as="samples"; else t = 0)
+        self._nw = rows.size
+        self._rows, self._cols = np.tile(rows, self._T), np.tile(cols, self._T)
+        self._times = np.repeat(np.arange(self._T, dtype=np.int64), self._nw)
         self._describe_extra["stride"] = self.stride
 
     def _n_global(self):
@@ -735,9 +791,13 @@ class GridSampler(_GriddedBase):
 
     def _epoch_plan(self, rng):
         src = self._reader.sources[0]
+        tkey = self._tkey(self._times)
         order = _grouped_order(self._rows, self._cols, src.yb, src.xb, self.size, rng,
-                               mix=self.mix, shuffle=self.shuffle)
-        return order, {"rows": self._rows, "cols": self._cols}
+                               mix=self.mix, shuffle=self.shuffle, tkey=tkey)
+        plan = {"rows": self._rows, "cols": self._cols}
+        if self.time_as == "samples":
+            plan["time"] = self._times
+        return order, plan
 
 
 class RandomSampler(_GriddedBase):
@@ -745,18 +805,19 @@ class RandomSampler(_GriddedBase):
 
     Same parameters as :class:`GridSampler` (no ``stride``); draws depend only on
     ``(seed, epoch)``; windows failing the roi polygon or ``max_nodata`` are redrawn.
+    With ``time_as="samples"`` each draw also takes a time step, uniformly.
     """
 
     def __init__(self, cube, size: int, n: int, *, seed: int = 0, roi=None, roi_crs=None,
                  toi=None, bands=None, labels=None, label_mode: str = "pixel",
-                 max_nodata: float | None = None, mix: int = 8, cache_mb: float = 256.0,
-                 dims=None, transform=None):
+                 max_nodata: float | None = None, time_as: str = "channels", mix: int = 8,
+                 cache_mb: float = 256.0, dims=None, transform=None):
         op = "RandomSampler"
         self._init_common(seed, mix, True, cache_mb, transform)
         self.n = _check_size(n, "n", op=op)
         self._setup(cube, size, roi=roi, roi_crs=roi_crs, toi=toi, bands=bands, labels=labels,
                     label_mode=label_mode, max_nodata=max_nodata, dims=dims,
-                    cache_mb=cache_mb, op=op)
+                    cache_mb=cache_mb, time_as=time_as, op=op)
 
     def _n_global(self):
         return self.n
@@ -781,9 +842,15 @@ class RandomSampler(_GriddedBase):
             raise ValueError(f"RandomSampler: could draw only {rows.size} of n={self.n} "
                              f"windows passing max_nodata={self.max_nodata} (and the roi); "
                              "raise max_nodata, change roi or lower n.")
+        plan = {"rows": rows, "cols": cols}
+        tkey = None
+        if self.time_as == "samples":
+            plan["time"] = rng.integers(0, self._T, self.n)
+            tkey = self._tkey(plan["time"])
         src = self._reader.sources[0]
-        order = _grouped_order(rows, cols, src.yb, src.xb, S, rng, mix=self.mix, shuffle=True)
-        return order, {"rows": rows, "cols": cols}
+        order = _grouped_order(rows, cols, src.yb, src.xb, S, rng, mix=self.mix, shuffle=True,
+                               tkey=tkey)
+        return order, plan
 
 
 # --------------------------------------------------------------------------- cells
@@ -949,7 +1016,7 @@ class CellSampler(_Sampler):
         ch = 0
         for si in range(self._nx):
             rd.read(si, rows, cols, S, out=x, ch0=ch)
-            ch += rd.sources[si].L
+            ch += rd.sources[si].C
         return x
 
     def _labels_of(self, ids) -> np.ndarray:

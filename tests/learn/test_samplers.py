@@ -358,3 +358,28 @@ def test_pickled_shards_read_the_same_and_threads_share_a_reader(band_cube):
     with ThreadPoolExecutor(2) as ex:  # two ranks as threads of one process
         outs = list(ex.map(lambda r: [b["x"] for b in fresh.shard(r, 2).batches(5)], [0, 1]))
     np.testing.assert_array_equal(np.concatenate(outs[1]), np.concatenate(ref))
+
+
+def test_time_as_samples(time_cube, dataset_cube):
+    cube, a = time_cube
+    s = GridSampler(cube, 24, 24, time_as="samples", toi=("2020-01-02", None))
+    assert s.channels == ["lt"] and len(s) == 4 * 3 * 3
+    got = _all(s, 8)
+    assert sorted(set(got["time"].tolist())) == [0, 1, 2, 3]
+    for k in range(len(got["index"])):
+        r, c = got["window"][k]
+        np.testing.assert_array_equal(got["x"][k, 0], _slice(a[1 + got["time"][k]], r, c, 24))
+    # 4 time chunks x 3x3 spatial chunks, each decoded once
+    assert s.stats["chunks_read"] == 4 * 9
+    ds, _, ref = dataset_cube
+    r = RandomSampler(ds, 16, 40, seed=3, time_as="samples", bands=["alt", "lt"])
+    assert r.channels == ["alt", "lt"]
+    b = next(r.batches(40))
+    for k in range(0, 40, 5):
+        rr, cc = b["window"][k]
+        np.testing.assert_array_equal(b["x"][k, 1], _slice(ref["lt"][b["time"][k]], rr, cc, 16))
+    assert len(set(b["time"].tolist())) == 3
+    with pytest.raises(ValueError, match="time_as must be"):
+        GridSampler(cube, 8, time_as="bands")
+    with pytest.raises(ValueError, match="time_as='samples' needs a 'time' dim"):
+        GridSampler(ds["alt"], 8, time_as="samples")
