@@ -914,6 +914,32 @@ def _infer_output(model, sampler, spec_output=None):
                      "per pixel or (B, n) per patch")
 
 
+def _check_labels(sampler, output: str, loss: str) -> None:
+    """The built-in losses need labels shaped like the model's output (checked on one
+    sample before anything is submitted)."""
+    if getattr(sampler, "kind", "patch") == "triplet":
+        if loss != "triplet":
+            raise ValueError(f"fit: a TripletSampler needs loss='triplet' (or a callable "
+                             f"loss(anchor, positive, negative)); got loss={loss!r}")
+        return
+    if loss == "triplet":
+        raise ValueError("fit: loss='triplet' needs a TripletSampler (anchor, positive, "
+                         "negative patches)")
+    item = sampler[0]
+    if "y" not in item:
+        raise ValueError(f"fit: loss={loss!r} needs labels, and the sampler has none; build "
+                         "it with labels= (a raster or a cell cube)")
+    y = np.asarray(item["y"])
+    if output == "classes" and y.ndim != 2:
+        raise ValueError("fit: the model gives classes per pixel (B, n, S, S) but the "
+                         "sampler's labels are one per patch; build the sampler with "
+                         "label_mode='pixel' or use a per-patch model (patch_classifier)")
+    if output in ("label", "vector") and y.ndim != 0:
+        raise ValueError("fit: the model gives one output per patch (B, n) but the "
+                         f"sampler's labels are per pixel {y.shape}; build the sampler with "
+                         "label_mode='centre' or use a per-pixel model (patch_unet)")
+
+
 def _make_spec(model, sampler, *, spec, params, normalise, seed):
     """(module, ModelSpec) for the run; the module is built here, once, and shipped to the
     ranks (so custom registered models need no registration on the workers)."""
@@ -1084,6 +1110,8 @@ def fit(model, sampler, *, loss, epochs: int, batch_size: int, optimizer="adam",
     _pick_workers(client, workers, res, op="fit")  # fail fast, before anything else
     full_spec, module = _make_spec(model, sampler, spec=spec, params=params,
                                    normalise=normalise, seed=int(seed))
+    if isinstance(loss, str):
+        _check_labels(sampler, full_spec.output, loss)
     ckpt = str(checkpoint) if checkpoint is not None else None
     resume_from = None
     if ckpt is not None:

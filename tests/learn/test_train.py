@@ -186,6 +186,8 @@ def test_bad_arguments(client, sampler, band_cube):
         fit("tiny_fcn", sampler, epochs=1, **dict(FIT, loss="hinge"))
     with pytest.raises(ValueError, match=r"epochs must be a positive integer"):
         fit("tiny_fcn", sampler, epochs=0, **FIT)
+    with pytest.raises(ValueError, match=r"one output per patch.*label_mode='centre'"):
+        fit("patch_classifier", sampler, epochs=1, **FIT)
     # a trained 4-channel artefact fine-tuned on a 2-channel sampler: named channels
     cube, _ = band_cube
     two = GridSampler(cube, 12, 12, bands=["B1", "B2"])
