@@ -360,3 +360,67 @@ def test_manifest_naming_a_missing_run_is_an_error_not_a_loss(tmp_path):
     assert (path / "zarr.json").read_bytes() == meta
     assert sorted(p.name for p in (path / "runs").iterdir()) == [runs[1]]
     assert len(PointStore(path)) == 1100
+
+
+# killed overwrites ------------------------------------------------------------------
+KILL_CREATE_AT = {
+    # the new (empty) store half made beside the old one: <store>.stengine-tmp-<id>
+    "while-writing-aside": """
+        points._fsync_tree = die
+    """,
+    # the old store renamed aside (<store>.stengine-old-<id>), the new one not yet in
+    "between-the-renames": """
+        real, calls = os.rename, []
+        def hook(a, b):
+            calls.append(a)
+            if len(calls) == 2:
+                die()
+            real(a, b)
+        points.os.rename = hook
+    """,
+}
+
+
+def test_killed_overwrite_keeps_the_old_store(tmp_path):
+    old = [batch(0, 0)]
+    procs = {}
+    for point, hook in KILL_CREATE_AT.items():
+        new_store(tmp_path / point, *old)
+        procs[point] = child(textwrap.dedent(hook) + textwrap.dedent("""
+            points.PointStore.create(sys.argv[1], level=3, t0="2013-01-01", t1="2014-01-01",
+                                     overwrite=True)
+            print("survived")
+        """), tmp_path / point)
+    for point, p in procs.items():
+        rc, out, err = finish(p)
+        assert rc == -signal.SIGKILL, (point, out, err)
+        path = tmp_path / point
+        assert any(".stengine-" in q.name and not q.name.endswith("-lock")
+                   for q in tmp_path.iterdir() if q.name.startswith(point)), point
+        holds_exactly(path, old)  # the open puts a half-swapped store back
+        PointStore(path).append(batch(1, 0))  # the next write removes the rest
+        holds_exactly(path, old + [batch(1, 0)])
+        assert_clean(path)
+
+
+def test_reader_on_a_superseded_manifest_starts_again(tmp_path, monkeypatch):
+    # a query that planned on a manifest whose runs a writer then merged away must not
+    # return part of them (or fill values): it starts again on the new manifest
+    path = tmp_path / "p"
+    reader = new_store(path, batch(0, 0, 300))
+    stale = PointStore(path)._load()
+    PointStore(path).append(batch(1, 0, 200))  # merges r000001 away
+    assert [r["name"] for r in PointStore(path).runs] == ["r000002"]
+    calls = []
+    real = PointStore._load
+
+    def first_stale(self):
+        calls.append(1)
+        return stale if len(calls) == 1 else real(self)
+
+    monkeypatch.setattr(PointStore, "_load", first_stale)
+    df = reader.read()
+    monkeypatch.undo()
+    assert len(calls) >= 2  # it did start again
+    got = df[COLS].sort_values("rid").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, reference([batch(0, 0, 300), batch(1, 0, 200)]))
