@@ -107,12 +107,22 @@ def _datetime64_to_ns(arr: np.ndarray, where, name, within) -> np.ndarray:
     v = arr.view(np.int64)
     if f == 1:
         return v.copy()  # a copy, as for every other unit
-    nat = v == _NAT
-    vv = np.where(nat, 0, v)
-    if vv.size and (int(vv.min()) < -(-NS_MIN // f) or int(vv.max()) > NS_MAX // f):
-        i = _first(~nat & ((vv < -(-NS_MIN // f)) | (vv > NS_MAX // f)))
+    lo, hi = -(-NS_MIN // f), NS_MAX // f
+    if v.size == 0:
+        return v.copy()
+    vmin, vmax = int(v.min()), int(v.max())
+    if vmin == _NAT:  # NaT present (to_ns refuses it): mask it out of the range check
+        nat = v == _NAT
+        vv = np.where(nat, 0, v)
+        vmin, vmax = int(vv.min()), int(vv.max())
+    else:
+        nat, vv = None, v
+    if vmin < lo or vmax > hi:
+        bad = (vv < lo) | (vv > hi)
+        i = _first(bad if nat is None else bad & ~nat)
         raise _out_of_range(where, name, np.ravel(arr)[i], _at(arr, i), within)
-    return np.where(nat, _NAT, vv * np.int64(f))
+    ns = vv * np.int64(f)
+    return ns if nat is None else np.where(nat, _NAT, ns)
 
 
 def to_ns(times, *, where: str = "time", name: str = "time", within=None) -> np.ndarray:
