@@ -546,9 +546,13 @@ class _Sampler(torch.utils.data.IterableDataset):
         self._order_cache = None
 
     def describe(self) -> dict:
+        """What the sampler reads, JSON-ready: ``source`` (the store path when the cube's
+        encoding or attrs carry it, else variable names), ``data_keys`` (the dask names of
+        the variables: tokens of the store and its state), channels, roi, toi, times."""
         d = {"sampler": type(self).__name__, "source": self._source_name,
+             "data_keys": [str(s.data.name) for s in self._reader.sources],
              "channels": self.channels, "size": self.size, "n": self._n_global(),
-             "seed": self.seed}
+             "seed": self.seed, "epoch": self.epoch}
         d.update(self._describe_extra)
         return d
 
@@ -558,7 +562,10 @@ class _Sampler(torch.utils.data.IterableDataset):
 
 
 def _unstack(batch: dict, k: int) -> dict:
-    return {key: v[k] for key, v in batch.items()}
+    # torch's collate has no uint64 scalars: items carry cell ids as int64 (same bits;
+    # H3 ids are < 2**63)
+    return {key: (v.view(np.int64) if v.dtype == np.uint64 else v)[k]
+            for key, v in batch.items()}
 
 
 def _source_name(obj) -> str:

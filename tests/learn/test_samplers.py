@@ -383,3 +383,19 @@ def test_time_as_samples(time_cube, dataset_cube):
         GridSampler(cube, 8, time_as="bands")
     with pytest.raises(ValueError, match="time_as='samples' needs a 'time' dim"):
         GridSampler(ds["alt"], 8, time_as="samples")
+
+
+def test_describe_is_json_and_triplets_iterate_as_a_dataset(band_cube, lonlat_raster, h3_cells):
+    import json
+
+    cube, _ = band_cube
+    d = json.loads(json.dumps(GridSampler(cube, 16, roi=(500000, 3998000, 501500, 4000000),
+                                          max_nodata=0.5).describe()))
+    assert d["channels"][0] == "refl[B1]" and d["roi_pixels"] == [0, 67, 0, 50]
+    assert d["data_keys"][0].startswith("open_")
+    raster, _ = lonlat_raster
+    t = TripletSampler(h3_cells, raster, 8, seed=1)
+    dl = torch.utils.data.DataLoader(t, batch_size=16)
+    b = next(iter(dl))
+    assert b["anchor"].shape == (16, 2, 8, 8) and b["negative_cell"].dtype == torch.int64
+    assert (b["cell"].numpy().astype(np.uint64) == next(t.batches(16))["cell"]).all()
