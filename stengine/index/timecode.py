@@ -125,7 +125,7 @@ def _datetime64_to_ns(arr: np.ndarray, where, name, within) -> np.ndarray:
     return ns if nat is None else np.where(nat, _NAT, ns)
 
 
-def to_ns(times, *, where: str = "time", name: str = "time", within=None) -> np.ndarray:
+def to_ns(times, *, where: str = "to_ns", name: str = "time", within=None) -> np.ndarray:
     """Nanoseconds since 1970-01-01 UTC (int64) of datetime-like values.
 
     The one conversion every index function uses for times.
