@@ -18,7 +18,7 @@ import xarray as xr
 
 import stengine
 from stengine.errors import AppendMismatchError, StoreLockedError
-from stengine.io import _lock
+from stengine.io import _atomic, _lock
 from stengine.testing import make_cube
 
 pytestmark = pytest.mark.slow
@@ -158,7 +158,7 @@ def test_two_appenders_both_land_exactly_once(tmp_path):
     release = tmp_path / "release"
     a = _writer(tmp_path, store, t0="2020-01-02", nt=2, seed=1,
                 marker=tmp_path / "a-started", env={"T_HOLD": str(release)})
-    b = _writer(tmp_path, store, t0="2020-01-03", nt=2, seed=2,
+    b = _writer(tmp_path, store, t0="2020-01-03", nt=2, seed=2, go=tmp_path / "a-started",
                 env={"T_READY": str(tmp_path / "b-ready")})
     _wait_for(tmp_path / "a-started", a)
     _wait_for(tmp_path / "b-ready", b)
@@ -206,7 +206,9 @@ def test_racing_appenders_commit_each_once_or_fail_cleanly(tmp_path):
 def test_second_writer_times_out_naming_store(tmp_path):
     store = tmp_path / "c.zarr"
     stengine.to_zarr(_cube(3), store)
-    p = _writer(tmp_path, store, nt=4, slow=0.3, marker=tmp_path / "started")
+    release = tmp_path / "release"
+    p = _writer(tmp_path, store, nt=4, marker=tmp_path / "started",
+                env={"T_HOLD": str(release)})
     _wait_for(tmp_path / "started", p)
     t = time.monotonic()
     with pytest.raises(StoreLockedError, match=rf"{store}.*pid {p.pid}"):
@@ -215,6 +217,11 @@ def test_second_writer_times_out_naming_store(tmp_path):
     assert time.monotonic() - t < 5
     with pytest.raises(StoreLockedError, match=str(store)):
         stengine.open_cube(store, lock_timeout=0.1)  # a reader waits for the commit too
+    # recovery (what PointStore and every open call) leaves a live writer's journal alone
+    assert _lock.writer_alive(store) and (tmp_path / "c.zarr.stengine-txn").exists()
+    assert _atomic.recover(store) is False
+    assert (tmp_path / "c.zarr.stengine-txn").exists()
+    release.touch()
     assert p.wait(120) == 0, p.communicate()
     assert stengine.open_cube(store).sizes["time"] == 7  # the held append landed, once
 
