@@ -96,6 +96,9 @@ class _Source:
             self.out_dtype, self.fill = np.dtype("f4"), np.nan
         else:
             self.out_dtype, self.fill = np.dtype("i8"), -1
+        # decoded blocks are cached compactly (int labels as int32 where they fit)
+        self.cache_dtype = np.dtype("i4") if (self.out_dtype.kind == "i" and np.can_cast(
+            self.dtype, np.int32)) else self.out_dtype
         self._dsk = None
 
     def __getstate__(self):
@@ -135,14 +138,11 @@ class _Source:
                     sl.append(slice(int(b[i]) - base, int(b[i + 1]) - base))
                 raw[tuple(sl)] = results[(self.data.name, *lb, bi, bj)]
         raw = raw.reshape(-1, h, w)
-        out = raw.astype(self.out_dtype, copy=raw.dtype != self.out_dtype)
+        out = raw.astype(self.cache_dtype, copy=raw.dtype != self.cache_dtype)
         bad = None
         if self.nodata is not None:
             bad = raw == np.asarray(self.nodata, raw.dtype) if raw.dtype.kind in "iub" \
                 else raw == self.nodata
-        if self.out_dtype.kind == "i" and raw.dtype.kind == "f":
-            nan = np.isnan(raw)
-            bad = nan if bad is None else bad | nan
         if bad is not None and bad.any():
             if out is raw:
                 out = out.copy()
