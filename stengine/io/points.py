@@ -513,7 +513,18 @@ class PointStore:
             self._commit_merge(fresh, batch, cols if fresh["columns"] is None else None)
 
     def compact(self) -> None:
-        """Merge all runs into one (atomic); queries then read one sorted sequence."""
+        """Merge all runs into one (atomic); queries then read one sorted sequence.
+
+        Like :meth:`append`, it holds the write lock, and removes the leftovers of
+        interrupted writes.
+
+        Raises
+        ------
+        StoreLockedError
+            Another process kept the write lock longer than ``lock_timeout``.
+        StoreCorruptError
+            The store's manifest lists a run that is missing (nothing is written).
+        """
         with self._writing("PointStore.compact") as man:
             if len(man["runs"]) > 1:
                 self._commit_merge(man, None, None, merge_all=True)
@@ -604,10 +615,11 @@ class PointStore:
                 _rmtree(stage)
                 _rmtree(run_path)
         self._manifest = man
-        for o in old:
-            _retire(root / o)
-            self._index_cache.pop(o, None)
+        for o in old:  # committed: a failure here must not fail the append (the next
+            self._index_cache.pop(o, None)  # write removes what is left)
             self._readers.pop(o, None)
+            with contextlib.suppress(OSError):
+                _retire(root / o)
 
     def _write_manifest(self, man: dict) -> None:
         """Commit ``man``: write the new ``zarr.json`` aside, flush it, rename it in place."""
