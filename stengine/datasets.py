@@ -161,14 +161,19 @@ def _read_h5(name: str) -> np.ndarray:
                            "it), or install h5py and read the file directly") from e
 
 
-def _pvlib_cube(store_name: str, build, *, chunk: int):
+def _pvlib_cube(store_name: str, build, decode, *, chunk: int):
+    """Store the source's uint8 codes once (a quarter of the bytes of float32 to decode)
+    and open them lazily, decoded to float32 by ``decode`` (a dask op per chunk)."""
     from .io import open_cube, to_zarr
 
     store = cache_dir() / store_name
     if not (store / "zarr.json").exists():
-        da = build()
-        to_zarr(da, store, chunks={"y": chunk, "x": chunk})
-    return open_cube(store)
+        to_zarr(build(), store, chunks={"y": chunk, "x": chunk})
+    raw = open_cube(store)
+    out = decode(raw)
+    out.attrs = {k: v for k, v in raw.attrs.items() if k != "nodata"}
+    out.name = raw.name
+    return out
 
 
 def _linke_grid():
@@ -186,7 +191,8 @@ def linke_turbidity(*, chunk: int = 1080):
     pvlib's ``LinkeTurbidities.h5`` (uint8, value / 20) as float32 ``(time, y, x)``
     = 12 × 2160 × 4320 on a 1/12° EPSG:4326 grid (rows from 90° N, columns from
     180° W). ``time`` holds the middle of each month of a nominal year (2000): it is a
-    climatology, not a time series. Cached as ``<cache>/linke_turbidity_v1.zarr``.
+    climatology, not a time series. The uint8 codes are cached in
+    ``<cache>/linke_turbidity_v2.zarr`` and decoded lazily.
     """
     import pandas as pd
 
@@ -194,7 +200,7 @@ def linke_turbidity(*, chunk: int = 1080):
 
     def build():
         raw = _read_h5("LinkeTurbidities.h5")  # GDAL: (2160 bands = rows, 4320, 12)
-        cube = np.ascontiguousarray(np.moveaxis(raw, 2, 0)).astype(np.float32) / 20
+        cube = np.ascontiguousarray(np.moveaxis(raw, 2, 0))
         times = pd.date_range("2000-01-01", periods=12, freq="MS") + pd.Timedelta(days=14)
         return make_raster(cube, _linke_grid(), dims=("time", "y", "x"),
                            coords={"time": times.values.astype("datetime64[ns]")},
@@ -202,23 +208,25 @@ def linke_turbidity(*, chunk: int = 1080):
                            attrs={"units": "1", "source": "pvlib 0.16.1 LinkeTurbidities.h5",
                                   "period": "monthly climatology, nominal year 2000"})
 
-    return _pvlib_cube("linke_turbidity_v1.zarr", build, chunk=chunk)
+    return _pvlib_cube("linke_turbidity_v2.zarr", build,
+                       lambda raw: raw.astype(np.float32) / np.float32(20), chunk=chunk)
 
 
 def altitude(*, chunk: int = 1080):
     """Coarse global altitude (m) from pvlib's ``Altitude.h5`` as a lazy Zarr-backed raster.
 
     float32 ``(y, x)`` = 2160 × 4320 on the same 1/12° grid as :func:`linke_turbidity`;
-    metres = v · 28 − 450 for the stored uint8 v, and 255 (nodata) becomes NaN. Cached as
-    ``<cache>/altitude_v1.zarr``.
+    metres = v · 28 − 450 for the stored uint8 v, and 255 (nodata) becomes NaN. The codes
+    are cached in ``<cache>/altitude_v2.zarr`` and decoded lazily.
     """
     from .cube import make_raster
 
     def build():
         raw = _read_h5("Altitude.h5")[0]
-        alt = raw.astype(np.float32) * 28 - 450
-        alt[raw == 255] = np.nan
-        return make_raster(alt, _linke_grid(), name="altitude",
+        return make_raster(raw, _linke_grid(), name="altitude", nodata=255,
                            attrs={"units": "m", "source": "pvlib 0.16.1 Altitude.h5"})
 
-    return _pvlib_cube("altitude_v1.zarr", build, chunk=chunk)
+    def decode(raw):
+        return (raw.astype(np.float32) * np.float32(28) - np.float32(450)).where(raw != 255)
+
+    return _pvlib_cube("altitude_v2.zarr", build, decode, chunk=chunk)
