@@ -760,6 +760,16 @@ class GridSampler(_GriddedBase):
         Decoded-block LRU cache size per sampler (and DataLoader worker).
     transform : callable(item, rng) -> item, optional
         Applied per item in ``__iter__`` (the DataLoader path) with that worker's generator.
+
+    Examples
+    --------
+    >>> from stengine.testing import make_cube
+    >>> s = GridSampler(make_cube((3, 40, 50)), 16, 16)  # (time, y, x): 3 channels
+    >>> len(s), s.channels[0]                            # rows 0 16 24 × cols 0 16 32 34
+    (12, 'v[2020-01-01]')
+    >>> b = next(s.batches(4))
+    >>> b["x"].shape, b["window"][1].tolist()
+    ((4, 3, 16, 16), [0, 16])
     """
 
     def __init__(self, cube, size: int, stride: int | None = None, *, roi=None, roi_crs=None,
