@@ -17,7 +17,7 @@ import pytest
 import xarray as xr
 
 import stengine
-from stengine.errors import AppendMismatchError, StoreLockedError
+from stengine.errors import AppendMismatchError, StoreLockedError, StoreNotFoundError
 from stengine.io import _atomic, _lock
 from stengine.testing import make_cube
 
@@ -257,3 +257,31 @@ def test_threads_of_one_process_take_turns(tmp_path):
         t.join()
     assert not overlap
     assert not _lock.writer_alive(store) and not _lock.lock_path(store).exists()
+
+
+def test_swap_interrupted_between_renames_is_restored(tmp_path):
+    """The state a kill between write_aside's two renames leaves: the old store moved
+    aside, the new one still a tmp folder."""
+    store = tmp_path / "c.zarr"
+    old = _cube(3)
+    stengine.to_zarr(old, store)
+    before = _files(store)
+    stengine.to_zarr(_cube(2, seed=9), tmp_path / "new.zarr")
+    os.rename(store, tmp_path / "c.zarr.stengine-old-0123456789")
+    os.rename(tmp_path / "new.zarr", tmp_path / "c.zarr.stengine-tmp-0123456789")
+    with pytest.warns(UserWarning, match="swap was interrupted"):
+        back = stengine.open_cube(store)
+    assert _files(store) == before and _leftovers(tmp_path) == []
+    np.testing.assert_array_equal(back.values, old.values)
+
+
+def test_killed_first_write_leaves_nothing_behind(tmp_path):
+    store = tmp_path / "c.zarr"
+    p = _writer(tmp_path, store, mode="w", nt=4, slow=0.2, marker=tmp_path / "started")
+    _wait_for(tmp_path / "started", p)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    with pytest.raises(StoreNotFoundError, match="no Zarr store"):
+        stengine.open_cube(store)
+    assert _leftovers(tmp_path) == []
+    stengine.to_zarr(_cube(2), store, mode="w-")  # the path is free again
