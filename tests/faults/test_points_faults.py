@@ -424,3 +424,23 @@ def test_reader_on_a_superseded_manifest_starts_again(tmp_path, monkeypatch):
     assert len(calls) >= 2  # it did start again
     got = df[COLS].sort_values("rid").reset_index(drop=True)
     pd.testing.assert_frame_equal(got, reference([batch(0, 0, 300), batch(1, 0, 200)]))
+
+
+def test_failure_after_the_commit_does_not_fail_the_append(tmp_path, monkeypatch):
+    # once the manifest is in place the append is committed: reporting an error then
+    # would make the caller retry, and duplicate the batch
+    from stengine.io import points
+
+    path = tmp_path / "p"
+    new_store(path, batch(0, 0, 300))
+
+    def fail(p):
+        raise PermissionError(f"cannot remove {p} (simulated)")
+
+    monkeypatch.setattr(points, "_retire", fail)
+    PointStore(path).append(batch(1, 0, 200))  # merges the old run away, cannot delete it
+    monkeypatch.undo()
+    holds_exactly(path, [batch(0, 0, 300), batch(1, 0, 200)])
+    PointStore(path).append(batch(2, 0))  # the next write removes the merged-away run
+    holds_exactly(path, [batch(0, 0, 300), batch(1, 0, 200), batch(2, 0)])
+    assert_clean(path)
