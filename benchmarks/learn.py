@@ -72,6 +72,8 @@ def _drain(batches) -> int:
 @benchmark("learn", "sampler_throughput", sizes=["tiny", "bench"],
            params={"sampler": ["random", "grid"]})
 def sampler_throughput(size, sampler):
+    import time
+
     import stengine
     from stengine.learn import GridSampler, RandomSampler
 
@@ -83,28 +85,32 @@ def sampler_throughput(size, sampler):
         n = 4 * n_grid  # ~1.3 windows per pixel: an epoch over the cube
 
         def run():
+            c0 = time.process_time()
             s = RandomSampler(cube, PATCH, n, seed=0)
             got = _drain(s.batches(BATCH))
-            stats.update(s.stats)
+            stats.update(s.stats, cpu_s=time.process_time() - c0)
             return got
 
         stats = {}
         yield Case("stengine", run, items=n,
                    note=f"RandomSampler n={n}, batches({BATCH}), cold cache; Zarr zstd "
-                   f"chunks {CHUNK}", info=lambda: {"chunks_read": stats.get("chunks_read")})
+                   f"chunks {CHUNK}", info=lambda: {"chunks_read": stats.get("chunks_read"),
+                                 "cpu_s": round(stats.get("cpu_s", 0), 3)})
     else:
         n = n_grid
 
         def run():
+            c0 = time.process_time()
             s = GridSampler(cube, PATCH, PATCH)
             got = _drain(s.batches(BATCH))
-            stats.update(s.stats)
+            stats.update(s.stats, cpu_s=time.process_time() - c0)
             return got
 
         stats = {}
         yield Case("stengine", run, items=n,
                    note=f"GridSampler stride {PATCH}, batches({BATCH}), cold cache",
-                   info=lambda: {"chunks_read": stats.get("chunks_read")})
+                   info=lambda: {"chunks_read": stats.get("chunks_read"),
+                                 "cpu_s": round(stats.get("cpu_s", 0), 3)})
     yield from _xbatcher(cube, n, size)
     raise ImportError("TorchGeo: not installable beside torch 2.13 (CPU) in this "
                       "environment; RandomGeoSampler + RasterDataset not measured")
@@ -130,15 +136,16 @@ def _xbatcher(cube, n_items, size):
     per = {}
 
     def info():
-        return {"sampled_patches": sample,
+        return {"sampled_patches": sample, "cpu_s": round(per.get("cpu", 0), 3),
                 "est_all_zones_s": per.get("t", 0) * n_items / sample}
 
     def timed():
         import time
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         r = run()
         per["t"] = time.perf_counter() - t0
+        per["cpu"] = time.process_time() - c0
         return r
 
     yield Case("xbatcher", timed, items=sample, repeat=1,
@@ -156,11 +163,12 @@ def _xbatcher(cube, n_items, size):
     def timed_big():
         import time
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         got = 0
         for i in bidx:
             got += big[int(i)][cube.name].values.reshape(-1, 6, PATCH, PATCH).shape[0]
         per2["t"] = time.perf_counter() - t0
+        per2["cpu"] = time.process_time() - c0
         per2["n"] = got
         return got
 
@@ -169,6 +177,7 @@ def _xbatcher(cube, n_items, size):
                f"on a Dataset of the same store (its DataArray path fails in this xarray), "
                f"{nb} batches of {(CHUNK // PATCH) ** 2} patches; time scaled likewise",
                info=lambda: {"sampled_patches": per2.get("n"),
+                             "cpu_s": round(per2.get("cpu", 0), 3),
                              "est_all_zones_s": per2.get("t", 0) * n_items / max(
                                  per2.get("n", 1), 1)})
 
@@ -194,7 +203,10 @@ if __name__ == "__main__":
         for r in rows:
             key = (r["size"], r["params"]["sampler"])
             rate = r["items"] / r["median_s"]
-            line = f"  {key[0]:<6} {key[1]:<6} {r['impl']:<22} {rate:10.0f} patches/s"
+            n_cpu = r.get("sampled_patches") or r["items"]
+            cpu = n_cpu / r["cpu_s"] if r.get("cpu_s") else float("nan")
+            line = (f"  {key[0]:<6} {key[1]:<6} {r['impl']:<22} {rate:10.0f} patches/s "
+                    f"{cpu:9.0f} per CPU-s")
             if r["impl"] != "stengine" and key in ref:
                 line += f"   stengine is {r['est_all_zones_s'] / ref[key]['median_s']:.1f}x"
             elif "chunks_read" in r:
