@@ -273,23 +273,26 @@ def open_local(path: Path, root: dict, *, chunks, missing: str, op: str) -> xr.D
     ds = decode_times(ds)
     stamp = os.stat(path / "zarr.json").st_mtime_ns if root else 0
     out = {}
-    for name, v in ds.data_vars.items():
-        arr = _zarr_array(v.variable)
+    for name, v in ds.variables.items():
+        if name in ds.indexes or v.ndim == 0:
+            continue  # index coords are loaded already
+        arr = _zarr_array(v)
         if arr is None or arr.dtype != v.dtype or tuple(arr.shape) != v.shape:
-            if chunks is not None:
-                out[name] = v.variable.chunk(_dask_chunks(v.variable, v.encoding.get(
-                    "chunks", v.shape), chunks))
+            if chunks is not None and not isinstance(v._data, np.ndarray):
+                out[name] = v.chunk(_dask_chunks(v, v.encoding.get("chunks", v.shape),
+                                                 chunks))
             continue
-        want = _dask_chunks(v.variable, tuple(arr.chunks), chunks)
+        want = _dask_chunks(v, tuple(arr.chunks), chunks)
         tok = tokenize(str(path), name, v.shape, str(v.dtype), want, stamp, strict)
         data = dsa.from_array(ChunkReader(arr, str(path), name), chunks=want,
                               name=f"open_cube-{name}-{tok}", asarray=False, fancy=False,
                               lock=False, meta=np.empty((0,) * v.ndim, v.dtype))
         if chunks is None:
             data = data.compute(scheduler="threads")
-        out[name] = v.variable.copy(deep=False, data=data)
+        out[name] = v.copy(deep=False, data=data)
     if out:
-        ds = ds.assign(out)
+        ds = ds.assign_coords({k: o for k, o in out.items() if k in ds.coords})
+        ds = ds.assign({k: o for k, o in out.items() if k not in ds.coords})
     for v in ds.variables.values():
         # Zarr's fill_value is storage detail here: stengine's missing data is NaN or
         # attrs["nodata"], so keep it out of attrs
