@@ -253,23 +253,34 @@ class _Reader:
         bj0 = np.searchsorted(src.xb, c0, "right") - 1
         bj1 = np.searchsorted(src.xb, np.maximum(c1 - 1, 0), "right") - 1
         todo = np.flatnonzero(ok).tolist()
+        # Python ints from here: numpy scalar indexing costs more than the copies
+        BI0, BI1, BJ0, BJ1 = bi0.tolist(), bi1.tolist(), bj0.tolist(), bj1.tolist()
+        R, Cc = rows.tolist(), cols.tolist()
+        A0, A1, B0, B1 = r0.tolist(), r1.tolist(), c0.tolist(), c1.tolist()
         need = set()
         for w in todo:
-            for bi in range(bi0[w], bi1[w] + 1):
-                for bj in range(bj0[w], bj1[w] + 1):
-                    need.add((tbs[w], bi, bj))
+            tb = tbs[w]
+            for bi in range(BI0[w], BI1[w] + 1):
+                for bj in range(BJ0[w], BJ1[w] + 1):
+                    need.add((tb, bi, bj))
         blocks = self._fetch(si, sorted(need))
-        yb, xb = src.yb, src.xb
+        yb, xb = src.yb.tolist(), src.xb.tolist()
+        ch1 = ch0 + C
         for w in todo:
-            rw, cw, tb, k0 = int(rows[w]), int(cols[w]), tbs[w], coff[w]
-            a0, a1, b0, b1 = int(r0[w]), int(r1[w]), int(c0[w]), int(c1[w])
-            for bi in range(bi0[w], bi1[w] + 1):
-                y0, y1 = int(yb[bi]), int(yb[bi + 1])
+            rw, cw, tb, k0 = R[w], Cc[w], tbs[w], coff[w]
+            a0, a1, b0, b1 = A0[w], A1[w], B0[w], B1[w]
+            if BI0[w] == BI1[w] and BJ0[w] == BJ1[w]:  # inside one block: one copy
+                y0, x0 = yb[BI0[w]], xb[BJ0[w]]
+                out[w, ch0:ch1, a0 - rw:a1 - rw, b0 - cw:b1 - cw] = \
+                    blocks[(tb, BI0[w], BJ0[w])][k0:k0 + C, a0 - y0:a1 - y0, b0 - x0:b1 - x0]
+                continue
+            for bi in range(BI0[w], BI1[w] + 1):
+                y0, y1 = yb[bi], yb[bi + 1]
                 s0, s1 = max(a0, y0), min(a1, y1)
-                for bj in range(bj0[w], bj1[w] + 1):
-                    x0, x1 = int(xb[bj]), int(xb[bj + 1])
+                for bj in range(BJ0[w], BJ1[w] + 1):
+                    x0, x1 = xb[bj], xb[bj + 1]
                     t0, t1 = max(b0, x0), min(b1, x1)
-                    out[w, ch0:ch0 + C, s0 - rw:s1 - rw, t0 - cw:t1 - cw] = \
+                    out[w, ch0:ch1, s0 - rw:s1 - rw, t0 - cw:t1 - cw] = \
                         blocks[(tb, bi, bj)][k0:k0 + C, s0 - y0:s1 - y0, t0 - x0:t1 - x0]
         self.stats["patches"] += B
         return out
