@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import AppendMismatchError, GridMismatchError
-from ._zarr_read import _EPOCH, _UNITS
+from ._zarr_read import _ENGINE_UNITS, _EPOCH, _UNITS
 
 _ORDER = ["s", "ms", "us", "ns"]
 
@@ -278,6 +278,10 @@ def check_append(new: xr.Dataset, old: xr.Dataset, dim: str, store: str,
                                       "already in the store")
         if old[dim].dtype.kind == "M":
             labels = labels.astype(np.int64)
+            if str(old[dim].encoding.get("units", "")).strip() not in _ENGINE_UNITS:
+                # another writer's CF units (e.g. days since 2000): xarray encodes them
+                along[dim] = xr.Variable((dim,), labels.view(ovals.dtype))
+                labels = None
     ds = xr.Dataset(out)
     if along:
         ds = ds.assign_coords(along)

@@ -267,3 +267,19 @@ def test_append_keeps_grid_mapping_and_store_attrs(tmp_path):
     back = stengine.open_cube(store)
     assert "spatial_ref" in back.coords and back.st.grid == a.st.grid
     assert back.attrs["source"] == "first"  # the store's attrs; appends add data only
+
+
+def test_append_to_a_store_with_other_cf_time_units(tmp_path):
+    """A store another tool wrote ("days since 2000-01-01"): appends keep its encoding."""
+    store = tmp_path / "f.zarr"
+    t = np.array(["2000-01-01", "2000-01-02", "2000-01-05"], "M8[ns]")
+    xr.Dataset({"v": (("time", "x"), np.ones((3, 2)))}, coords={"time": t}).to_zarr(
+        store, zarr_format=3, consolidated=False,
+        encoding={"time": {"units": "days since 2000-01-01"}})
+    new = xr.Dataset({"v": (("time", "x"), np.zeros((1, 2)))},
+                     coords={"time": np.array(["2000-01-07"], "M8[s]")})
+    stengine.to_zarr(new, store, mode="a", append_dim="time")
+    back = stengine.open_cube(store)
+    np.testing.assert_array_equal(back.time.values, np.r_[t, np.array(["2000-01-07"],
+                                                                        "M8[ns]")])
+    np.testing.assert_array_equal(back.v.values, [[1, 1]] * 3 + [[0, 0]])
