@@ -167,7 +167,9 @@ class Box(Region):
         ok = (lat >= self.lat_min) & (lat <= self.lat_max)
         if self.width >= 360.0:
             return ok
-        return ok & (np.mod(lon - self.lon_min, 360.0) <= self.width)
+        # fmod first (exact): "lon - lon_min" would lose a small lon_min next to a huge lon
+        d = np.fmod(lon, 360.0) - math.fmod(self.lon_min, 360.0)
+        return ok & (np.mod(d, 360.0) <= self.width)
 
     @property
     def bbox(self):
@@ -189,6 +191,7 @@ class Box(Region):
                                                           (self.lon_min + w / 2, w / 2)]
         convexes = []
         for lo, width in parts:
+            lo = math.fmod(lo, 360.0)  # exact: radians of a huge longitude would round
             a, b = math.radians(lo), math.radians(lo + width)
             east_of_a = ((-math.sin(a), math.cos(a), 0.0), 0.0)
             west_of_b = ((math.sin(b), -math.cos(b), 0.0), 0.0)

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from stengine.errors import IndexRangeError
-from stengine.index import Cap, htm, htmst
+from stengine.index import Box, Cap, Polygon, htm, htmst
 from stengine.index import h3 as sth3
 from stengine.index import ranges as R
 from stengine.index.htmst import KeyScheme
@@ -318,12 +318,60 @@ def test_htmst_encode_decode_roundtrip(data):
             assert ((r[:, 0] <= keys) & (keys < r[:, 1])).all()
 
 
+@st.composite
+def regions(draw, lon0, lat0):
+    """A Cap, Box (possibly across the antimeridian) or triangle holding ``(lon0, lat0)``."""
+    kind = draw(st.sampled_from(["cap", "box", "polygon"]))
+    if kind == "cap":
+        return Cap(lon0, lat0, draw(st.floats(0.01, 60.0)))
+    if kind == "box":
+        w, e = draw(st.floats(0.0, 40.0)), draw(st.floats(0.01, 40.0))
+        s_, n_ = draw(st.floats(0.0, 30.0)), draw(st.floats(0.0, 30.0))
+        lo = (lon0 - w + 180.0) % 360.0 - 180.0  # may give lon_max < lon_min: crossing 180
+        hi = (lon0 + e + 180.0) % 360.0 - 180.0
+        return Box(lo, max(-90.0, lat0 - s_), hi, min(90.0, lat0 + n_))
+    off = draw(st.lists(st.tuples(st.floats(-20.0, 20.0), st.floats(-20.0, 20.0)), min_size=3,
+                        max_size=3))
+    try:  # a triangle around (lon0, lat0) in a local tangent frame
+        c = ref.unit(lon0, lat0).astype(float)
+        e1 = np.cross([0.0, 0.0, 1.0], c) if abs(c[2]) < 0.9 else np.cross([1.0, 0.0, 0.0], c)
+        e1 /= np.linalg.norm(e1)
+        e2 = np.cross(c, e1)
+        ang = [0.0, 2.1, 4.2]
+        pts = [c + np.tan(np.radians(10.0 + abs(dx))) * (np.cos(t + np.radians(dy)) * e1 +
+                                                         np.sin(t + np.radians(dy)) * e2)
+               for (dx, dy), t in zip(off, ang, strict=True)]
+        pts = np.array([p_ / np.linalg.norm(p_) for p_ in pts])
+        lo, la = ref.to_lonlat(pts)
+        return Polygon(lo, la)
+    except IndexRangeError:
+        assume(False)
+
+
+@PROFILE
+@given(data=st.data())
+def test_htm_covers_contain_the_ids_of_points_inside(data):
+    lon, lat = data.draw(points(n_max=16))
+    reg = data.draw(regions(float(np.fmod(lon[0], 360.0)), float(lat[0])))
+    level = data.draw(st.integers(0, 14))
+    max_ranges = data.draw(st.sampled_from([None, 4, 32])) if level <= 7 else \
+        data.draw(st.sampled_from([4, 32]))
+    ids = htm.lonlat_to_id(lon, lat, level)
+    inside = reg.contains(lon, lat)
+    env = htm.cover(reg, level, max_ranges=max_ranges)
+    assert R.contains(env, ids[inside]).all()
+    inner = htm.cover(reg, level, interior=True, max_ranges=max_ranges)
+    assert not R.contains(inner, ids[~inside]).any()
+    assert R.size(R.difference(inner, env)) == 0  # interior within the envelope
+
+
 @PROFILE
 @given(data=st.data())
 def test_htmst_covers_contain_the_keys_of_points_inside(data):
     s = data.draw(schemes(max_level=10))
     lon, lat, ns = data.draw(records(s, n_max=12))
-    c = Cap(float(lon[0]), float(lat[0]), data.draw(st.floats(0.01, 60.0)))
+    lon[0] = np.fmod(lon[0], 360.0)
+    c = data.draw(regions(float(lon[0]), float(lat[0])))
     dur = s.t1 - s.t0
     a = s.t0 + data.draw(st.integers(0, dur - 1))
     b = a + data.draw(st.integers(1, dur))
