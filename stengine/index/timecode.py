@@ -74,7 +74,7 @@ def _out_of_range(where, name, value, at, within) -> IndexRangeError:
     else:
         valid = (f"in the task interval [{_fmt_ns(within[0])}, {_fmt_ns(within[1])}) of this "
                  f"index (and any time within the datetime64[ns] range {NS_RANGE})")
-        fix = "Drop or correct those records, or build the index on a task interval holding them."
+        fix = "Drop or correct those records (no task interval can reach past the ns range)."
     return IndexRangeError(f"{where}: {name} must be {valid}; got {value}{at}. {fix}")
 
 
@@ -168,6 +168,8 @@ def to_ns(times, *, where: str = "to_ns", name: str = "time", within=None) -> np
     if tz is not None:  # tz-aware pandas Series / DatetimeIndex: to naive UTC, vectorised
         times = times.dt.tz_convert(None) if hasattr(times, "dt") else times.tz_convert(None)
     arr = np.asarray(times)
+    if arr.size == 0:  # e.g. an empty list (float64 to numpy): nothing to misread
+        return np.empty(arr.shape, np.int64)
     if arr.dtype.kind in "iufbcm":
         what = "timedeltas" if arr.dtype.kind == "m" else "numbers"
         raise TypeError(f"{where}: {name} must be datetimes (datetime64, pandas, datetime or ISO "

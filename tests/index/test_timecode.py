@@ -190,3 +190,11 @@ def test_times_outside_the_ns_range_are_refused_not_wrapped(t, match):
 def test_grid_bounds_must_be_single_times():
     with pytest.raises(TypeError, match="t0 must be a single datetime"):
         TimeGrid(["2013-01-01", "2013-02-01"], "2014-01-01")
+
+
+def test_to_ns_empty():
+    for empty in ([], np.array([], "datetime64[s]"), pd.DatetimeIndex([]),
+                  pd.Series([], dtype=object)):
+        out = timecode.to_ns(empty)
+        assert out.dtype == np.int64 and out.size == 0
+    assert TimeGrid("2013-01-01", "2013-01-02").encode([], 3).shape == (0,)
