@@ -381,6 +381,7 @@ KILL_CREATE_AT = {
 }
 
 
+@pytest.mark.slow
 def test_killed_overwrite_keeps_the_old_store(tmp_path):
     old = [batch(0, 0)]
     procs = {}
