@@ -30,7 +30,7 @@ from ..errors import DimensionError, IndexRangeError
 from ..index import htm, ranges
 from ..index._regions import Box, as_region
 from ..index.htmst import KeyScheme
-from ..index.timecode import parse_interval
+from ..index.timecode import parse_interval, to_ns
 from .conventions import get_grid
 
 __all__ = ["ChunkCatalog", "chunk_catalog", "select"]
@@ -73,7 +73,9 @@ def _check_cube(cube, time_dim, where):
     t = cube[time_dim].values
     if t.dtype.kind != "M":
         raise DimensionError(f"{where}: {time_dim!r} must hold datetime64 values; got {t.dtype}")
-    if t.size > 1 and not (np.diff(t.astype("datetime64[ns]").view(np.int64)) > 0).all():
+    # exact for any unit; out-of-range instants are refused, not wrapped
+    tns = to_ns(t, where=where, name=time_dim)
+    if t.size > 1 and not (np.diff(tns) > 0).all():
         raise DimensionError(f"{where}: {time_dim!r} must increase strictly; sort the cube first")
     grid = get_grid(cube)
     if grid.crs is not None and not grid.is_geographic:
@@ -182,7 +184,7 @@ def chunk_catalog(cube: xr.DataArray, *, level: int = 8, fanout: int = 2, t0=Non
         Name of the time dim.
     """
     grid = _check_cube(cube, time_dim, "chunk_catalog")
-    tns = cube[time_dim].values.astype("datetime64[ns]").view(np.int64)
+    tns = to_ns(cube[time_dim].values, where="chunk_catalog", name=time_dim)
     a = int(tns[0]) if t0 is None else None
     z = int(tns[-1]) + 1 if t1 is None else None
     scheme = KeyScheme("htmst", level, np.datetime64(a, "ns") if t0 is None else t0,
@@ -261,7 +263,7 @@ def select(cube: xr.DataArray, region=None, time=None, *, level: int = 8,
     iv = parse_interval(time, where="select")
     need = cat._needed(reg, iv)
     # the index window of the query
-    tns = cube[time_dim].values.astype("datetime64[ns]").view(np.int64)
+    tns = to_ns(cube[time_dim].values, where="select", name=time_dim)
     tsel = np.ones(tns.size, bool)
     if iv is not None:
         if iv[0] is not None:

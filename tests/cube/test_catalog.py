@@ -122,3 +122,22 @@ def test_bad_cubes():
         chunk_catalog(cube)
     with pytest.raises(DimensionError, match="needs a \\(time, y, x\\) cube"):
         chunk_catalog(cube.isel(time=0))
+
+
+def test_catalog_times_of_any_unit_and_out_of_range():
+    values = np.zeros(SHAPE)
+    grid = Grid.from_bbox((-180, -90, 180, 90), 4.0, crs=4326)
+
+    def cube(times):
+        return make_raster(values, grid, dims=("time", "y", "x"), coords={"time": times})
+
+    a = chunk_catalog(cube(TIMES.as_unit("ns").values), level=4, chunks=CHUNKS)
+    b = chunk_catalog(cube(TIMES.as_unit("s").values), level=4, chunks=CHUNKS)
+    assert a.chunks == b.chunks
+    reg = Cap(0, 0, 30)
+    assert np.array_equal(a._needed(reg, None), b._needed(reg, None))
+    # year 1500 in datetime64[s]: numpy's astype to ns wraps it silently to 2084
+    old = np.arange(np.datetime64("1500-01-01", "s"), np.datetime64("1500-01-11", "s"),
+                    np.timedelta64(1, "D"))
+    with pytest.raises(IndexRangeError, match="time"):
+        chunk_catalog(cube(old), level=4, chunks=CHUNKS)
