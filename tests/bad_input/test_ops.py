@@ -502,17 +502,17 @@ def test_mismatched_time_labels_are_refused(name):
 def test_one_pixel_rasters_keep_their_grid():
     """A (1, 1) raster's pixel size comes from spatial_ref, not a unit guess, so a
     30 m one-pixel raster matches its 30 m neighbour and polygons land right."""
-    one = raster((1, 1))
-    shifted = make_raster(one.values, Grid("EPSG:32633", (10.0, 0, 500000.0, 0, -10.0,
-                                                          4000000.0), (1, 1)))
+    one = raster((1, 1))  # a 30 m pixel centred at (500015, 3999985)
+    finer = make_raster(one.values, Grid("EPSG:32633", (10.0, 0, 500010.0, 0, -10.0,
+                                                       3999990.0), (1, 1)))  # same centre
     with pytest.raises(GridMismatchError, match="transform"):
-        ops.local_add(one, shifted)
+        ops.local_add(one, finer)
     ops.local_add(one, one.copy())
-    # a polygon over the right half of the 30 m pixel covers half of it
-    half = gpd.GeoDataFrame(geometry=[shapely.box(500015, 3999970, 500030, 4000000)],
-                            crs="EPSG:32633")
-    out = ops.zonal_stats(one, half, stats=["count"], weights="coverage")
-    np.testing.assert_allclose(out["count"], [0.5])
+    # a polygon over the eastern quarter of the 30 m pixel covers a quarter of it
+    quarter = gpd.GeoDataFrame(geometry=[shapely.box(500022.5, 3999970, 500030, 4000000)],
+                               crs="EPSG:32633")
+    out = ops.zonal_stats(one, quarter, stats=["count"], weights="coverage")
+    np.testing.assert_allclose(out["count"], [0.25])
 
 
 # --------------------------------------------------------------------------- geometries
