@@ -399,3 +399,32 @@ def test_describe_is_json_and_triplets_iterate_as_a_dataset(band_cube, lonlat_ra
     b = next(iter(dl))
     assert b["anchor"].shape == (16, 2, 8, 8) and b["negative_cell"].dtype == torch.int64
     assert (b["cell"].numpy().astype(np.uint64) == next(t.batches(16))["cell"]).all()
+
+
+def test_transform_gets_a_seeded_generator_per_worker(band_cube):
+    cube, _ = band_cube
+
+    def jitter(item, rng):
+        item["noise"] = rng.random()
+        return item
+
+    def run():
+        s = RandomSampler(cube, 8, 24, seed=3, transform=jitter)
+        dl = torch.utils.data.DataLoader(s, batch_size=None, num_workers=2,
+                                         multiprocessing_context="fork")
+        return {int(it["index"]): float(it["noise"]) for it in dl}
+
+    a, b = run(), run()
+    assert a == b and len(a) == 24 and len(set(a.values())) == 24
+
+
+def test_cell_max_nodata_and_centre_labels(lonlat_raster, h3_cells):
+    raster, a = lonlat_raster
+    holed = raster.where(raster.x > 5.0)  # west half missing
+    s = CellSampler(h3_cells, holed, 8, max_nodata=0.0)
+    got = _all(s, 64)
+    assert 0 < len(got["cell"]) < h3_cells.sizes["cells"] and not np.isnan(got["x"]).any()
+    labels = raster.isel(band=1)  # the latitude as a float label raster
+    c = CellSampler(h3_cells, raster, 8, labels=labels, label_mode="centre")
+    b = next(c.batches(16))
+    np.testing.assert_array_equal(b["y"], b["x"][:, 1, 4, 4])
