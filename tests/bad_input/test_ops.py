@@ -27,12 +27,26 @@ from stengine.cube.cells import make_cell_cube
 from stengine.errors import DimensionError, GridMismatchError, IndexRangeError, UDFError
 from stengine.grid import Grid
 from stengine.ops.window import Window
-from stengine.testing import assert_backends_match, to_backend, to_numpy
+from stengine.testing import (
+    assert_backends_match,
+    backend_skip_reason,
+    to_backend,
+    to_numpy,
+)
 from tests import reference as ref
 from tests import reference_focal as rf
 from tests import reference_zonal as rz
 
 CPU = ["numpy", "dask"]
+
+
+def _sim(b):
+    reason = backend_skip_reason(b)
+    return pytest.param(b, marks=pytest.mark.skip(reason=reason)) if reason else b
+
+
+# the simulated GPU backends run the GPU kernels' source (NUMBA_ENABLE_CUDASIM=1)
+BACKENDS = [*CPU, _sim("cudasim"), _sim("dask-cudasim")]
 TINY = (1, 1)  # dask chunks of one pixel along y and x (time chunks are 1 too)
 RES = 30.0
 LAPLACE = np.array([[0.5, 1, 0.5], [1, -6, 1], [0.5, 1, 0.5]])
@@ -146,7 +160,7 @@ def test_every_public_op_is_in_the_table():
 
 
 # --------------------------------------------------------------------------- good edges
-@pytest.mark.parametrize("backend", CPU)
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(("edge", "shape"), EDGES)
 @pytest.mark.parametrize("name", sorted(RASTER_OPS))
 def test_raster_op_edges_match_numpy(name, edge, shape, backend):
@@ -187,7 +201,7 @@ def _zonal_ref(values, weights):
     return {s: np.zeros(shape) if s == "count" else np.full(shape, np.nan) for s in STATS}
 
 
-@pytest.mark.parametrize("backend", CPU)
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(("edge", "shape"), EDGES)
 @pytest.mark.parametrize("zone_kind", ["raster", "polygons"])
 def test_zonal_stats_edges_match_numpy(edge, shape, backend, zone_kind):
@@ -210,7 +224,7 @@ def test_zonal_stats_edges_match_numpy(edge, shape, backend, zone_kind):
     assert (np.asarray(out["count"]) == 0).all() or edge == "one-pixel"
 
 
-@pytest.mark.parametrize("backend", CPU)
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(("edge", "shape"), EDGES)
 def test_zonal_crosstab_edges_match_numpy(edge, shape, backend):
     da = edge_raster(edge, shape, "u1")
