@@ -16,6 +16,9 @@ equally, ``coarsen_cells`` is the mean of child means).
 
 nodata: float NaN and integer ``attrs["nodata"]`` pixels are skipped; a cell appears in
 ``to_cells``' output when at least one of its pixels is valid at some time step.
+
+Edges: rasters, masks and cubes without pixels or cells give cubes without cells
+(``cells_to_raster``: the fill value everywhere, or the empty raster).
 """
 
 from __future__ import annotations

@@ -28,6 +28,10 @@ Conventions, identical on every backend:
   integers of 16 bits or less, else float64; sum: float64 for integers (exact), the
   input dtype for floats; count: int32; min, max, majority: the input dtype.
 * var/std are population statistics (ddof = 0).
+* **edges of the input domain**: a zero-size raster gives the empty result (no kernel
+  runs); windows wider than the raster are fine, the boundary rule repeating as
+  ``numpy.pad`` does (``reflect`` with period ``2n``, ``wrap`` with period ``n``), so a
+  one-pixel raster has a result under every rule.
 
 Rows run the way the array runs (row 0 is north on a north-up raster); window arrays
 are laid out the same way, centred on the output cell.

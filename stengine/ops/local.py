@@ -7,6 +7,10 @@ nodata conventions, the same on every backend:
 - integer rasters: ``attrs["nodata"]`` (if set) is missing; arithmetic writes the
   output's nodata where any input is nodata; histograms skip it;
 - float results of integer inputs (``normalized_difference``, division) use NaN.
+
+Edges: a zero-size raster (a 0-length ``y``, ``x``, ``time`` or ``band``) gives the empty
+same-shape raster, and counts of 0 (``local_count``, ``local_histogram``); one-pixel
+and all-missing rasters follow the rules above. Kernels never see an empty block.
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ Conventions (same on every backend):
   like ``gdaldem`` without ``-compute_edges``); ``"nearest"``, ``"reflect"`` and
   ``"wrap"`` (global grids across the antimeridian) fill the edge instead.
 * output dtype: float32 for float32 and ≤ 16-bit integer DEMs, float64 otherwise.
+* zero-size DEMs give the empty result; one-pixel DEMs are NaN under ``"nan"`` and flat
+  (slope 0) under the other rules, like any raster whose windows reach beyond its edge.
 """
 
 from __future__ import annotations

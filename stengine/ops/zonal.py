@@ -12,6 +12,13 @@ result table is computed eagerly.
 nodata: NaN pixels, and pixels equal to ``nodata`` (default ``values.attrs["nodata"]``),
 are not counted. A zone raster's ``attrs["nodata"]`` (and any id not in ``zone_ids``)
 marks pixels that belong to no zone.
+
+Edges: a raster without pixels (a 0-length ``y`` or ``x``) gives every zone count 0 and
+NaN elsewhere; a 0-length ``time`` gives tables with a 0-length ``time``. Polygons are
+checked before anything runs: missing or empty geometries, non-polygons, NaN/infinite
+vertices, geometries that reprojection sends to non-finite coordinates, and geometries
+wholly outside the raster CRS's area of use (and away from the raster) are refused,
+naming ``zones`` and the rows. A valid polygon that misses the raster has count 0.
 """
 
 from __future__ import annotations
