@@ -120,6 +120,12 @@ def cell_means(records, variable: str, *, level: int, lt_bin: int | None = None,
     if missing:
         raise DimensionError(f"cell_means: records need columns lon, lat, time and {variable!r}; "
                              f"missing {missing}")
+    for c in ("lon", "lat", variable):
+        kind = getattr(records.dtypes[c], "kind", "O") if hasattr(records, "dtypes") else "f"
+        if kind not in "biuf":
+            raise TypeError(f"cell_means: records column {c!r} must be numeric (bool, int or "
+                            f"float); got {records.dtypes[c]}. Convert it first, e.g. "
+                            f"records[{c!r}].astype(float).")
     n = 8 * 4 ** level
     attrs = {"variable": variable, "lt_bin": -1 if lt_bin is None else int(lt_bin),
              "nbins": int(nbins)}

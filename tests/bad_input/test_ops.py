@@ -670,3 +670,23 @@ def test_accessor_spot_checks(shape):
         da.astype("c8").st.focal_mean(3)
     with pytest.raises(GridMismatchError, match="b is not on the grid of a"):
         da.st.local_add(raster((2, 2)))
+
+
+# --------------------------------------------------------------------------- point tables
+def test_cell_means_edges_and_dtypes():
+    """ops.interpolate (point tables, no .st methods): empty and NaN-only tables give
+    all-NaN cubes; non-numeric columns are refused naming the column (complex values
+    were silently cast to their real part)."""
+    import pandas as pd
+
+    from stengine.ops import interpolate as interp
+
+    t = np.array(["2020-01-01"], "M8[ns]")
+    one = pd.DataFrame({"lon": [10.0], "lat": [20.0], "time": t, "flux": [np.nan]})
+    for records in (one.iloc[:0], one):
+        cube = interp.cell_means(records, "flux", level=1)
+        assert cube.sizes["cells"] == 32 and np.isnan(cube.values).all()
+        assert (cube["count"].values == 0).all()
+    for bad in ([1 + 2j], ["x"]):
+        with pytest.raises(TypeError, match="records column 'flux' must be numeric"):
+            interp.cell_means(one.assign(flux=bad), "flux", level=1)
