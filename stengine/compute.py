@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 import os
 import shutil
 import subprocess
@@ -82,8 +83,9 @@ def connect(address: str | None = None, *, n_workers: int | None = None,
     Parameters
     ----------
     address : str, optional
-        ``None`` or ``"local"``: reuse the running client if there is one, else start an
-        embedded ``LocalCluster`` sized to this machine and bound to 127.0.0.1.
+        ``None`` or ``"local"``: reuse the running client if there is one (and neither
+        ``security`` nor ``resources`` is given), else start an embedded
+        ``LocalCluster`` sized to this machine and bound to 127.0.0.1.
         ``"tcp://host:port"`` or ``"tls://host:port"``: join an existing scheduler (e.g.
         the Helm chart's, or one started by ``cluster/slurm/stengine-batch.sbatch``).
         ``"gpu"``: a ``dask_cuda.LocalCUDACluster`` (one worker per GPU, each advertising
@@ -147,11 +149,13 @@ def connect(address: str | None = None, *, n_workers: int | None = None,
     from distributed import Client, LocalCluster
 
     if address in (None, "local"):
+        # a running client is reused, unless TLS or resources are asked for (it may have
+        # neither): then a cluster is started as asked
         with contextlib.suppress(ValueError):
             from distributed import default_client
 
             client = default_client()
-            if not client.status == "closed":
+            if client.status != "closed" and security is None and resources is None:
                 return Connection(client, None, owned=False)
         cores, mem = _machine()
         if n_workers is None:
@@ -505,12 +509,10 @@ def result_nbytes(obj) -> int:
     if shape is None or dtype is None or not hasattr(dtype, "itemsize"):
         return 0
     try:
-        size = math.prod(shape)
-    except TypeError:
+        dims = [operator.index(n) for n in shape]
+    except TypeError:  # NaN (unknown chunk sizes) or lazy (a dask dataframe's length)
         return 0
-    if isinstance(size, float) and math.isnan(size):  # unknown chunk sizes
-        return 0
-    return int(size) * int(dtype.itemsize)
+    return math.prod(dims) * int(dtype.itemsize)
 
 
 def check_result_size(objs, *, client=None, max_result_bytes="auto") -> None:

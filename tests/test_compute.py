@@ -5,11 +5,13 @@ import types
 import dask
 import dask.array as dsa
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 from distributed import Client, LocalCluster
 
 import stengine
+from stengine.testing import count_computes
 
 
 @pytest.mark.slow
@@ -98,7 +100,9 @@ def test_compute_gathers_a_result_that_fits(small_workers):
 
 
 def test_compute_without_cluster_refuses_more_than_this_process_has():
-    x = dsa.zeros((10**7, 10**7), chunks=10**4)  # 800 TB, never computed
+    # 800 TB, never computed; one chunk, so that without the check numpy fails at once
+    # (with another message) instead of filling this machine's memory chunk by chunk
+    x = dsa.zeros((10**7, 10**7), chunks=-1)
     with pytest.raises(MemoryError, match=r"(?s)727\.60 TiB in this process.*to_zarr"):
         stengine.compute(x.T + 1, progress=False)
 
@@ -113,6 +117,10 @@ def test_result_nbytes_from_metadata():
     assert result_nbytes([x, {"k": x}]) == 40_000
     assert result_nbytes(x[x > 0]) == 0  # unknown size: not checked
     assert result_nbytes(dask.delayed(sum)([1, 2])) == 0
+    dd = pytest.importorskip("dask.dataframe")
+    series = dd.from_pandas(pd.Series(np.arange(10.0)), npartitions=2)
+    with count_computes(0):  # a dataframe's length is lazy: not computed to size it
+        assert result_nbytes(series) == 0 and result_nbytes(series.to_frame()) == 0
 
 
 # --- resources ---------------------------------------------------------------------------
