@@ -573,7 +573,11 @@ def _smallest_worker(client):
 
     frac = dask.config.get("distributed.worker.memory.terminate", 0.95) or 1.0
     best = None
-    for addr, w in client.scheduler_info(n_workers=-1).get("workers", {}).items():
+    try:
+        info = client.scheduler_info(n_workers=-1)  # all of them (the default lists 5)
+    except TypeError:  # distributed before n_workers= listed all
+        info = client.scheduler_info()
+    for addr, w in info.get("workers", {}).items():
         limit = w.get("memory_limit") or 0
         if not limit:
             continue
