@@ -772,7 +772,8 @@ class TrainJob:
         from distributed import wait
 
         while True:
-            with contextlib.suppress(TimeoutError):
+            # a lost worker can also cancel a rank (its scattered config went with it)
+            with contextlib.suppress(Exception):
                 wait(futures, timeout=0.5, return_when="FIRST_COMPLETED")
             if self._cancel_requested:
                 return "cancelled", None
