@@ -320,7 +320,7 @@ def _security(security, directory, *, generate: bool = True):
         if missing:
             raise ValueError(f"connect: security={str(security)!r} must be a directory holding "
                              f"{', '.join(_TLS_FILES)} (missing: {', '.join(missing)}); make "
-                             f"them with stengine.compute.tls_security(directory), or pass "
+                             f"them with `from stengine.compute import tls_security; tls_security(directory)`, or pass "
                              f"security=True to generate them")
         return tls_security(d), []
     if security is True:
