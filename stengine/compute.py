@@ -320,8 +320,9 @@ def _security(security, directory, *, generate: bool = True):
         if missing:
             raise ValueError(f"connect: security={str(security)!r} must be a directory holding "
                              f"{', '.join(_TLS_FILES)} (missing: {', '.join(missing)}); make "
-                             f"them with `from stengine.compute import tls_security; tls_security(directory)`, or pass "
-                             f"security=True to generate them")
+                             f"them with `from stengine.compute import tls_security; "
+                             f"tls_security(directory)`, or pass security=True to generate "
+                             f"them")
         return tls_security(d), []
     if security is True:
         raise ValueError("connect: security=True generates a new CA, which a running "
