@@ -85,7 +85,7 @@ def float_dtype(dtype) -> np.dtype:
     return np.dtype(np.float64)
 
 
-def nodata_of(da):
+def nodata_of(da, op: str = "focal"):
     """``(value, present)``: the raster's nodata as its dtype, or ``(0, False)``."""
     nd = da.attrs.get("nodata")
     if nd is None or (isinstance(nd, float | np.floating) and np.isnan(nd)):
@@ -93,8 +93,8 @@ def nodata_of(da):
     try:
         value = da.dtype.type(nd)
     except (OverflowError, ValueError) as e:
-        raise ValueError(f"attrs['nodata']={nd!r} does not fit the raster's dtype "
-                         f"{da.dtype}") from e
+        raise ValueError(f"{op}: da.attrs['nodata']={nd!r} does not fit the raster's dtype "
+                         f"{da.dtype}; set a nodata the dtype can hold, or cast da first") from e
     return value, True
 
 
@@ -115,7 +115,7 @@ def prepare(da, window, *, op, dims, time_dim, boundary):
             raise DimensionError(f"{op}: time_dim {time_dim!r} is one of the spatial dims {dims}")
     check_boundary(boundary, ((time_dim,) if w.has_time else ()) + tuple(dims), op=op)
     da = kernel_dtype(da)
-    nd, has_nd = nodata_of(da)
+    nd, has_nd = nodata_of(da, op)
     return da, dims, w, nd, has_nd
 
 

@@ -139,6 +139,10 @@ def local_reclassify(da, mapping, *, default=None, nodata=None, dtype=None, dims
                              f"got {items}")
     if len(items) == 0:
         raise ValueError(f"{op}: mapping is empty")
+    keys = np.asarray(lo if not ranges else np.r_[lo, hi], dtype=float)
+    if np.isnan(keys).any():
+        raise ValueError(f"{op}: mapping has NaN keys or bounds; NaN pixels stay NaN (no "
+                         "pixel equals NaN). Fill them first (da.fillna(v)) to map them.")
     out_nd = nodata if nodata is not None else (in_nd if has_nd else None)
     out_dtype = np.dtype(dtype) if dtype is not None else _fit_dtype(
         [*new, default, out_nd] + ([] if default is not None else [0]), da.dtype)
@@ -242,7 +246,17 @@ def local_histogram(da, *, classes=None, dims=None):
         else:
             raise ChunkError(f"{op} on a dask {da.dtype} raster needs classes= (finding them "
                              "would load the whole raster). Pass classes=[...] if intended.")
-    classes = np.unique(np.asarray(classes)).astype(da.dtype if da.dtype.kind != "b" else "u1")
+    classes = np.unique(np.asarray(classes))
+    if classes.dtype.kind not in "biuf" or (classes.dtype.kind == "f" and not np.all(
+            np.isfinite(classes) & (classes == np.round(classes)))):
+        raise ValueError(f"{op}: classes must be integers (class values of da); got "
+                         f"{classes.tolist()[:10]}")
+    if classes.size and da.dtype.kind in "iu":
+        info = np.iinfo(da.dtype)
+        if classes.min() < info.min or classes.max() > info.max:
+            raise ValueError(f"{op}: classes must fit da's dtype {da.dtype} ({info.min}.."
+                             f"{info.max}); got {classes.min()}..{classes.max()}")
+    classes = classes.astype(da.dtype if da.dtype.kind != "b" else "u1")
     if has_nd:
         classes = classes[classes != nd]
     lut = offset = None

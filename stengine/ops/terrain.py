@@ -128,7 +128,7 @@ def _terrain(op, what, da, params, *, z_factor, boundary, dims, cell_size):
         raise ValueError(f"{op}: z_factor must be a finite non-zero number; got {z_factor!r}")
     block_kwargs, xsign, ysign = _cell_sizes(da, dims, cell_size, op)
     da = kernel_dtype(da)
-    nd, has_nd = nodata_of(da)
+    nd, has_nd = nodata_of(da, op)
     out_dtype = float_dtype(da.dtype)
     kw = dict(what=what, z=float(z_factor), xsign=xsign, ysign=ysign,
               params=tuple(float(p) for p in params), nodata=nd, has_nodata=has_nd,

@@ -263,8 +263,10 @@ def zonal_crosstab(values, zones, *, classes=None, normalize: bool = False,
 # --------------------------------------------------------------------------- helpers
 def _parse_stats(stats, op):
     stats = (stats,) if isinstance(stats, str) else tuple(stats)
+    if not stats:
+        raise ValueError(f"{op}: stats is empty; choose from {STATS}")
     unknown = [s for s in stats if s not in STATS]
-    if unknown or not stats:
+    if unknown:
         raise ValueError(f"{op}: unknown statistics {unknown or stats!r}; choose from {STATS}")
     return tuple(dict.fromkeys(stats))
 

@@ -690,3 +690,29 @@ def test_cell_means_edges_and_dtypes():
     for bad in ([1 + 2j], ["x"]):
         with pytest.raises(TypeError, match="records column 'flux' must be numeric"):
             interp.cell_means(one.assign(flux=bad), "flux", level=1)
+
+
+# --------------------------------------------------------------------------- other arguments
+@pytest.mark.parametrize(("call", "err", "msg"), [
+    (lambda d: ops.local_histogram(d.astype("u1"), classes=[1.5]), ValueError,
+     r"local_histogram: classes must be integers"),  # was cast to 1 silently
+    (lambda d: ops.local_histogram(d.astype("u1"), classes=[300]), ValueError,
+     r"classes must fit da's dtype uint8"),  # was wrapped to 44 silently
+    (lambda d: ops.local_reclassify(d, {np.nan: 1.0}), ValueError,
+     "mapping has NaN keys"),  # matched nothing, silently
+    (lambda d: ops.focal_mean(d.astype("u1").assign_attrs(nodata=300), 3), ValueError,
+     r"focal_mean: da.attrs\['nodata'\]=300 does not fit"),
+    (lambda d: ops.zonal_stats(d, zones_for(d), stats=[]), ValueError,
+     "zonal_stats: stats is empty"),
+    (lambda d: ops.focal_mean(d, 0), ValueError, "window: size along y must be >= 1"),
+    (lambda d: ops.focal_mean(d, None), TypeError, "window must be"),
+    (lambda d: ops.focal_apply(d, np.full((3, 3), np.nan)), ValueError, "window weights"),
+    (lambda d: ops.slope(d, z_factor=np.nan), ValueError, "slope: z_factor"),
+    (lambda d: ops.to_cells(d, level=99), IndexRangeError, "to_cells: level"),
+    (lambda d: ops.cell_focal(_cube(2), -1), ValueError, "cell_focal: k"),
+    (lambda d: ops.focal_mean(d, 3, dims=("y",)), DimensionError, "dims must be two"),
+], ids=["hist-float-class", "hist-class-range", "reclass-nan", "nodata-fit", "no-stats",
+        "window-0", "window-none", "window-nan", "z-factor", "level", "k", "dims"])
+def test_other_arguments_are_named(call, err, msg):
+    with pytest.raises(err, match=msg):
+        call(raster((3, 4)))
