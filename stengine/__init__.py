@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from . import accessor as _accessor  # noqa: F401 - registers the .st accessor
 from . import cube, errors, index, io, ops
-from .compute import compute, connect
+from .compute import compute, connect, tls_security
 from .grid import Grid
 from .io import open_cube, read_raster, to_zarr, write_raster
 from .ops.window import Window
@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "connect",
     "compute",
+    "tls_security",
     "read_raster",
     "write_raster",
     "open_cube",
