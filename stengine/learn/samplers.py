@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import threading
 from collections import OrderedDict
 
@@ -162,6 +163,27 @@ class _Source:
         return bad.any(axis=tuple(range(len(self.lead_shape)))) if self.lead_shape else bad
 
 
+_getpid = os.getpid
+_POOLS: dict = {}  # pid → thread pool for chunk decodes (a forked child needs its own)
+
+
+def _decode_pool():
+    """This process's decode pool: dask's default pool is not fork-safe (a DataLoader
+    worker forked from a process that used it would wait forever on its lost threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pid = os.getpid()
+    pool = _POOLS.get(pid)
+    if pool is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+        info = torch.utils.data.get_worker_info()
+        n = max(1, cores // info.num_workers) if info is not None else cores
+        _POOLS.clear()  # pools of a parent process are dead copies here
+        pool = _POOLS[pid] = ThreadPoolExecutor(n, thread_name_prefix="stengine-decode")
+    return pool
+
+
 class _Reader:
     """Windows → stacked arrays, each chunk read once for all windows in it (LRU cache)."""
 
@@ -171,6 +193,7 @@ class _Reader:
         self._cache: OrderedDict = OrderedDict()
         self._used = 0
         self._lock = threading.Lock()  # shards share a reader; ranks may be threads
+        self._pid = _getpid()
         self.stats = {"chunks_read": 0, "blocks_read": 0, "cache_hits": 0, "patches": 0}
 
     def __getstate__(self):
@@ -181,11 +204,13 @@ class _Reader:
 
     def __setstate__(self, d):
         self.__dict__.update(d)
-        self._lock = threading.Lock()
+        self._lock, self._pid = threading.Lock(), _getpid()
 
     def _fetch(self, si: int, blocks: list[tuple[int, int, int]]) -> dict:
         src = self.sources[si]
         got, missing = {}, []
+        if self._pid != _getpid():  # forked: a lock held by a parent thread stays held
+            self._lock, self._pid = threading.Lock(), _getpid()
         with self._lock:
             for b in blocks:
                 key = (si, *b)
@@ -205,7 +230,8 @@ class _Reader:
 
         keys = [k for b in missing for k in src.keys_of(*b)]
         dsk, _ = cull(src._dsk, keys)
-        vals = dask.threaded.get(dsk, keys)  # one call: the chunks decode in parallel
+        # one call: the chunks decode in parallel, in this process's own pool
+        vals = dask.threaded.get(dsk, keys, pool=_decode_pool())
         results = dict(zip(keys, vals, strict=True))
         arrs = {b: src.assemble(*b, results) for b in missing}  # b = (tb, bi, bj)
         with self._lock:
@@ -689,7 +715,7 @@ class _GriddedBase(_Sampler):
                 for m in masks[1:]:
                     bad = bad | m
                 (bad,) = dask.compute(bad if isinstance(bad, dsa.Array) else bad,
-                                      scheduler="threads")
+                                      scheduler="threads", pool=_decode_pool())
                 self._reader.stats["chunks_read"] += sum(
                     int(np.prod(s.data.numblocks)) for s in self._reader.sources[: self._nx])
                 np.cumsum(np.cumsum(bad, 0, dtype=np.int32), 1, out=sat[1:, 1:])
