@@ -108,17 +108,22 @@ def _blockwise(*arrays, kernel, dtype, kwargs, block_info=False):
         if not is_dask(a):
             a = dsa.from_array(a, chunks=-1, asarray=False)
         args += [a, tuple(range(ndim - a.ndim, ndim))]
-    if block_info:  # map_blocks knows where each block lies (one more layer: only UDFs)
-        return dsa.map_blocks(functools.partial(_located, kernel), *args[::2], dtype=dtype,
-                              meta=meta_like(first, dtype, ndim), **kwargs)
+    if block_info:  # each block also gets its slice of arange(n) per axis: its location
+        shape = np.broadcast_shapes(*(a.shape for a in args[::2]))
+        for ax, n in enumerate(shape):
+            src = next((a for a in args[::2] if a.shape[ax] == n), first)
+            args += [dsa.from_array(np.arange(n), chunks=(src.chunks[ax],)), (ax,)]
+        kernel = functools.partial(_located, kernel, len(arrays))
     return dsa.blockwise(kernel, tuple(range(ndim)), *args, dtype=dtype,
                          meta=meta_like(first, dtype, ndim), align_arrays=True,
                          concatenate=True, **kwargs)
 
 
-def _located(kernel, *blocks, block_info=None, **kw):
-    loc = tuple(tuple(int(v) for v in r) for r in block_info[None]["array-location"])
-    return kernel(*blocks, block_info={"location": loc}, **kw)
+def _located(kernel, narrays, *blocks, **kw):
+    """``kernel(*data_blocks, block_info={"location": ...})`` from the data blocks and,
+    after them, one slice of ``arange`` per axis (where the block lies)."""
+    loc = tuple((int(r[0]), int(r[-1]) + 1) if r.size else (0, 0) for r in blocks[narrays:])
+    return kernel(*blocks[:narrays], block_info={"location": loc}, **kw)
 
 
 def lift_block_counts(kernel, da, *, dims, nbins: int | None, new_dim: str | None = None,

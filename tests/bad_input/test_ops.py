@@ -624,6 +624,23 @@ def test_udf_failing_on_a_real_chunk_is_named():
         ops.local_apply(lambda a: 1, raster((2, 2)), check=False, dtype="f4").compute()
 
 
+def test_udf_chunk_check_with_broadcasting_and_unaligned_chunks():
+    """(time, y, x) with (y, x), chunked differently: the per-chunk check still knows
+    where each chunk lies, and the values are right."""
+    a, b = raster((3, 4, 5)), raster((4, 5), seed=3)
+    out = ops.local_apply(lambda p, q: p + q, to_backend(a, "dask", (2, 2)),
+                          to_backend(b, "dask", (3, 3)))
+    np.testing.assert_allclose(out.values, a.values + b.values)
+
+    def odd(p, q):
+        return (p + q).astype("f8") if p.shape[0] == 1 and p.shape[1] == 1 else p + q
+
+    bad = ops.local_apply(odd, to_backend(a, "dask", ((3, 1), 5)), b, check=False,
+                          dtype="f4")
+    with pytest.raises(UDFError, match=r"on the chunk at time \d:\d, y 3:4, x 0:5"):
+        bad.compute()
+
+
 def test_udf_numpy_path_checks_too():
     with pytest.raises(UDFError, match=r"on the chunk at y 0:3, x 0:4"):
         ops.local_apply(lambda a: a.astype("f8"), raster((3, 4)), check=False, dtype="f4")
