@@ -24,6 +24,7 @@ world_size)`` keeps every ``world_size``-th element of that order from ``rank``.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import os
 import threading
@@ -194,11 +195,12 @@ class _Reader:
         self._used = 0
         self._lock = threading.Lock()  # shards share a reader; ranks may be threads
         self._pid = _getpid()
+        self._pending: dict = {}  # block key → [Event, array] while a thread decodes it
         self.stats = {"chunks_read": 0, "blocks_read": 0, "cache_hits": 0, "patches": 0}
 
     def __getstate__(self):
         d = dict(self.__dict__)
-        d["_cache"], d["_used"], d["_lock"] = OrderedDict(), 0, None
+        d["_cache"], d["_used"], d["_lock"], d["_pending"] = OrderedDict(), 0, None, {}
         d["stats"] = dict.fromkeys(self.stats, 0)
         return d
 
@@ -207,44 +209,64 @@ class _Reader:
         self._lock, self._pid = threading.Lock(), _getpid()
 
     def _fetch(self, si: int, blocks: list[tuple[int, int, int]]) -> dict:
+        """Decoded blocks ``(tb, bi, bj) → array`` of source ``si``: from the cache, from
+        another thread already decoding them (waited for, not decoded twice), or decoded
+        here in one dask call."""
         src = self.sources[si]
-        got, missing = {}, []
+        got, mine, theirs = {}, [], {}
         if self._pid != _getpid():  # forked: a lock held by a parent thread stays held
-            self._lock, self._pid = threading.Lock(), _getpid()
+            self._lock, self._pid, self._pending = threading.Lock(), _getpid(), {}
         with self._lock:
             for b in blocks:
                 key = (si, *b)
                 arr = self._cache.get(key)
-                if arr is None:
-                    missing.append(b)
-                else:
+                if arr is not None:
                     self._cache.move_to_end(key)
                     got[b] = arr
                     self.stats["cache_hits"] += 1
-            if missing and src._dsk is None:
+                elif key in self._pending:
+                    theirs[b] = self._pending[key]
+                else:
+                    self._pending[key] = [threading.Event(), None]
+                    mine.append(b)
+            if mine and src._dsk is None:
                 src._dsk = dict(src.data.__dask_graph__())
-        if not missing:
-            return got
-        import dask.threaded
-        from dask.optimization import cull
+        if mine:
+            import dask.threaded
+            from dask.optimization import cull
 
-        keys = [k for b in missing for k in src.keys_of(*b)]
-        dsk, _ = cull(src._dsk, keys)
-        # one call: the chunks decode in parallel, in this process's own pool
-        vals = dask.threaded.get(dsk, keys, pool=_decode_pool())
-        results = dict(zip(keys, vals, strict=True))
-        arrs = {b: src.assemble(*b, results) for b in missing}  # b = (tb, bi, bj)
-        with self._lock:
-            self.stats["chunks_read"] += len(keys)
-            self.stats["blocks_read"] += len(missing)
-            for b, arr in arrs.items():
-                got[b] = arr
-                if (si, *b) not in self._cache:
-                    self._cache[(si, *b)] = arr
-                    self._used += arr.nbytes
-            while self._used > self.cache_bytes and len(self._cache) > len(blocks):
-                _, old = self._cache.popitem(last=False)
-                self._used -= old.nbytes
+            arrs = {}
+            try:
+                keys = [k for b in mine for k in src.keys_of(*b)]
+                dsk, _ = cull(src._dsk, keys)
+                # one call: the chunks decode in parallel, in this process's own pool
+                vals = dask.threaded.get(dsk, keys, pool=_decode_pool())
+                results = dict(zip(keys, vals, strict=True))
+                arrs = {b: src.assemble(*b, results) for b in mine}  # b = (tb, bi, bj)
+            finally:
+                with self._lock:
+                    if arrs:
+                        self.stats["chunks_read"] += len(keys)
+                        self.stats["blocks_read"] += len(mine)
+                    for b in mine:
+                        rec = self._pending.pop((si, *b))
+                        rec[1] = arrs.get(b)
+                        rec[0].set()
+                        if b in arrs:
+                            got[b] = arrs[b]
+                            self._cache[(si, *b)] = arrs[b]
+                            self._used += arrs[b].nbytes
+                    while self._used > self.cache_bytes and len(self._cache) > len(blocks):
+                        _, old = self._cache.popitem(last=False)
+                        self._used -= old.nbytes
+        for b, rec in theirs.items():
+            rec[0].wait()
+            if rec[1] is None:  # that thread failed: decode here (raises its error)
+                got.update(self._fetch(si, [b]))
+            else:
+                got[b] = rec[1]
+                with self._lock:
+                    self.stats["cache_hits"] += 1
         return got
 
     def read(self, si: int, rows, cols, size: int, out: np.ndarray | None = None,
@@ -518,11 +540,11 @@ class _Sampler(torch.utils.data.IterableDataset):
                              "elements")
         return _unstack(self._fetch(el[int(i): int(i) + 1 or None], self._plan()[1]), 0)
 
-    def batches(self, batch_size: int, *, drop_last: bool = False, prefetch: bool = True):
+    def batches(self, batch_size: int, *, drop_last: bool = False, prefetch: int = 2):
         """Batches (dicts of stacked arrays) of this shard's epoch order.
 
-        ``prefetch``: read the next batch in a background thread while the caller works
-        on this one (one reader thread at a time, so the block cache needs no lock).
+        ``prefetch``: batches read ahead in background threads while the caller works on
+        this one (their chunk decodes and copies overlap); 0 reads in the caller's thread.
         """
         batch_size = _check_size(batch_size, "batch_size", op=f"{type(self).__name__}.batches")
         el = self._elements()
@@ -533,15 +555,20 @@ class _Sampler(torch.utils.data.IterableDataset):
             for s in starts:
                 yield self._fetch(el[s:s + batch_size], plan)
             return
+        from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(1, thread_name_prefix="stengine-sampler") as ex:
-            fut = ex.submit(self._fetch, el[0:batch_size], plan)
-            for s in starts[1:]:
-                batch = fut.result()
-                fut = ex.submit(self._fetch, el[s:s + batch_size], plan)
+        depth = max(1, int(prefetch))
+        with ThreadPoolExecutor(depth, thread_name_prefix="stengine-sampler") as ex:
+            todo = iter(starts)
+            inflight = deque(ex.submit(self._fetch, el[s:s + batch_size], plan)
+                             for s in itertools.islice(todo, depth))
+            while inflight:
+                batch = inflight.popleft().result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    inflight.append(ex.submit(self._fetch, el[nxt:nxt + batch_size], plan))
                 yield batch
-            yield fut.result()
 
     def __iter__(self):
         el = self._elements()
