@@ -330,7 +330,9 @@ class _Reader:
                     t0, t1 = max(b0, x0), min(b1, x1)
                     out[w, ch0:ch1, s0 - rw:s1 - rw, t0 - cw:t1 - cw] = \
                         blocks[(tb, bi, bj)][k0:k0 + C, s0 - y0:s1 - y0, t0 - x0:t1 - x0]
-        self.stats["patches"] += B
+        if si == 0:  # windows, counted once (not once per variable or label source)
+            with self._lock:
+                self.stats["patches"] += B
         return out
 
 
