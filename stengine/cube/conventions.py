@@ -67,7 +67,8 @@ def get_grid(da, *, dims=DEFAULT_DIMS) -> Grid:
     if transform is not None and (xdim not in da.coords or ydim not in da.coords):
         return Grid(crs, transform, shape)
     if xdim in da.coords and ydim in da.coords:
-        from_coords = Grid.from_coords(da[xdim].values, da[ydim].values, crs)
+        # like=: an axis of 0 or 1 coords takes its pixel size (and origin) from spatial_ref
+        from_coords = Grid.from_coords(da[xdim].values, da[ydim].values, crs, like=transform)
         # Coords win when the array was sliced after spatial_ref was written.
         if transform is None or from_coords.differences(Grid(crs, transform, shape)):
             return from_coords

@@ -68,20 +68,11 @@ def raster_grid(da, dims=None) -> Grid:
     """The :class:`~stengine.grid.Grid` of ``da`` on the spatial ``dims``, also for rasters
     with fewer than two rows or columns.
 
-    Like :func:`stengine.cube.get_grid` (coords win where they disagree with
-    ``spatial_ref``), except that an axis with 0 or 1 coordinates takes its pixel size
-    (and, when empty, its origin) from ``spatial_ref``'s transform instead of assuming a
-    unit pixel: a one-pixel or zero-size raster keeps its real grid.
+    :func:`stengine.cube.get_grid` on ``dims`` (coords win where they disagree with
+    ``spatial_ref``; an axis with 0 or 1 coordinates takes its pixel size, and when empty
+    its origin, from ``spatial_ref``'s transform, so such rasters keep their real grid).
     """
-    ydim, xdim = spatial_dims(dims)
-    if da.sizes[ydim] >= 2 and da.sizes[xdim] >= 2:
-        return get_grid(da, dims=(ydim, xdim))
-    coords = [c for c in (xdim, ydim) if c in da.coords]
-    recorded = get_grid(da.drop_vars(coords), dims=(ydim, xdim))  # spatial_ref (or unit)
-    if len(coords) < 2 or SPATIAL_REF not in da.coords:
-        return recorded if len(coords) < 2 else get_grid(da, dims=(ydim, xdim))
-    return Grid.from_coords(da[xdim].values, da[ydim].values, recorded.crs,
-                            like=recorded.transform)
+    return get_grid(da, dims=spatial_dims(dims))
 
 
 def check_same_grid(*, op: str, dims=None, **rasters) -> None:
