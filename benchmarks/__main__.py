@@ -8,7 +8,7 @@ import sys
 
 from ._runner import REGISTRY, render, run, save
 
-FAMILIES = ["local", "focal", "zonal", "index", "cells"]
+FAMILIES = ["local", "focal", "zonal", "index", "cells", "learn"]
 
 
 def load(families):
