@@ -81,6 +81,7 @@ def _load_runner(location):
 
 def _set_torch_threads():
     """One torch thread per worker thread (workers share the machine's cores)."""
+    _cache.tune_malloc()
     try:
         from distributed import get_worker
 
@@ -190,12 +191,15 @@ def _weights(P: int, m: int, s: int, blend: str) -> np.ndarray:
     return w
 
 
-def _window_range(a: int, b: int, n_total: int, P: int, m: int, s: int):
-    """Indices of the lattice windows whose span meets pixels [a, b)."""
+def _window_range(a: int, b: int, n_total: int, P: int, m: int, s: int, blend: str):
+    """Indices of the lattice windows that give pixels [a, b) a non-zero weight: those
+    whose central ``s`` pixels meet it (``center``), or whose whole span does."""
     n_win = max(1, math.ceil(n_total / s))
-    lo = max(0, (a + m - P) // s + 1)
-    hi = min(n_win - 1, (b - 1 + m) // s)
-    return range(lo, hi + 1)
+    if blend == "center":
+        lo, hi = a // s, (b - 1) // s
+    else:
+        lo, hi = (a + m - P) // s + 1, (b - 1 + m) // s
+    return range(max(0, lo), min(n_win - 1, hi) + 1)
 
 
 def _predict_block(tile, *, key, location, P, m, s, D, shape, blend, batch_size, out_kind,
@@ -211,8 +215,8 @@ def _predict_block(tile, *, key, location, P, m, s, D, shape, blend, batch_size,
     wsum = np.zeros((h, w), np.float64)
     oy, ox = y0 - D, x0 - D  # the tile's origin in raster pixels
     wins = [(i * s - m, j * s - m)
-            for i in _window_range(y0, y1, H, P, m, s)
-            for j in _window_range(x0, x1, W, P, m, s)]
+            for i in _window_range(y0, y1, H, P, m, s, blend)
+            for j in _window_range(x0, x1, W, P, m, s, blend)]
     # windows that only cover missing pixels add nothing (their pixels are masked)
     keep = []
     for gy, gx in wins:
@@ -222,7 +226,7 @@ def _predict_block(tile, *, key, location, P, m, s, D, shape, blend, batch_size,
     for k in range(0, len(keep), batch_size):
         part = keep[k:k + batch_size]
         x = np.stack([tile[:, gy - oy:gy - oy + P, gx - ox:gx - ox + P] for gy, gx in part])
-        out = runner(x.astype(np.float32, copy=True))
+        out = runner(x)
         if out.ndim == 2:
             out = np.broadcast_to(out[:, :, None, None], out.shape + (P, P))
         for (gy, gx), o in zip(part, out, strict=True):
