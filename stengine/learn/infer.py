@@ -211,18 +211,18 @@ def _predict_block(tile, *, key, location, P, m, s, D, shape, blend, batch_size,
     H, W = shape
     wy = _weights(P, m, s, blend)
     wx = wy
-    acc = np.zeros((n_out, h, w), np.float64)
-    wsum = np.zeros((h, w), np.float64)
+    center_blend = blend == "center"
+    # centre blend: each pixel comes from one window, copied (no weights to sum)
+    acc = np.zeros((n_out, h, w), np.float32 if center_blend else np.float64)
+    wsum = np.zeros((h, w), np.float32 if center_blend else np.float64)
     oy, ox = y0 - D, x0 - D  # the tile's origin in raster pixels
     wins = [(i * s - m, j * s - m)
             for i in _window_range(y0, y1, H, P, m, s, blend)
             for j in _window_range(x0, x1, W, P, m, s, blend)]
     # windows that only cover missing pixels add nothing (their pixels are masked)
-    keep = []
-    for gy, gx in wins:
-        t = tile[:, gy - oy:gy - oy + P, gx - ox:gx - ox + P]
-        if not np.isnan(t).all():
-            keep.append((gy, gx))
+    keep = [(gy, gx) for gy, gx in wins
+            if not np.isnan(tile[:, gy - oy:gy - oy + P, gx - ox:gx - ox + P]).all()]
+    lo, hi = (m, m + s) if center_blend else (0, P)  # the part of a window that counts
     for k in range(0, len(keep), batch_size):
         part = keep[k:k + batch_size]
         x = np.stack([tile[:, gy - oy:gy - oy + P, gx - ox:gx - ox + P] for gy, gx in part])
@@ -230,19 +230,26 @@ def _predict_block(tile, *, key, location, P, m, s, D, shape, blend, batch_size,
         if out.ndim == 2:
             out = np.broadcast_to(out[:, :, None, None], out.shape + (P, P))
         for (gy, gx), o in zip(part, out, strict=True):
-            a0, a1 = max(gy, y0), min(gy + P, y1)
-            b0, b1 = max(gx, x0), min(gx + P, x1)
+            a0, a1 = max(gy + lo, y0), min(gy + hi, y1)
+            b0, b1 = max(gx + lo, x0), min(gx + hi, x1)
             if a0 >= a1 or b0 >= b1:
                 continue
-            ww = np.outer(wy[a0 - gy:a1 - gy], wx[b0 - gx:b1 - gx])
-            if not ww.any():
+            dst = (slice(a0 - y0, a1 - y0), slice(b0 - x0, b1 - x0))
+            src = o[:, a0 - gy:a1 - gy, b0 - gx:b1 - gx]
+            if center_blend:
+                acc[(slice(None),) + dst] = src
+                wsum[dst] = 1
                 continue
-            acc[:, a0 - y0:a1 - y0, b0 - x0:b1 - x0] += o[:, a0 - gy:a1 - gy, b0 - gx:b1 - gx] * ww
-            wsum[a0 - y0:a1 - y0, b0 - x0:b1 - x0] += ww
+            ww = np.outer(wy[a0 - gy:a1 - gy], wx[b0 - gx:b1 - gx])
+            acc[(slice(None),) + dst] += src * ww
+            wsum[dst] += ww
     center = tile[:, D:D + h, D:D + w]
     missing = np.isnan(center).all(axis=0) | (wsum == 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        res = (acc / np.where(wsum > 0, wsum, 1)).astype(np.float32)
+    if center_blend:
+        res = acc
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            res = (acc / np.where(wsum > 0, wsum, 1)).astype(np.float32)
     if out_kind == "class":
         cls = res.argmax(axis=0).astype(np.int16)
         cls[missing] = -1
