@@ -75,6 +75,9 @@ def reproject_match(da, like, *, resampling: str = "nearest", nodata=None):
     if resampling not in _RESAMPLING:
         raise ValueError(f"reproject_match: resampling must be one of {_RESAMPLING}; "
                          f"got {resampling!r}")
+    if not isinstance(like, (Grid, xr.DataArray, xr.Dataset)):
+        raise TypeError("reproject_match: like must be a raster (DataArray/Dataset) or a Grid; "
+                        f"got {type(like).__name__}")
     src_grid = raster_grid(da)
     dst_grid = like if isinstance(like, Grid) else raster_grid(like)
     if src_grid.crs is None or dst_grid.crs is None:

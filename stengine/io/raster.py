@@ -16,12 +16,15 @@ import numpy as np
 import xarray as xr
 
 from ..cube import get_grid, set_grid
-from ..errors import StoreNotFoundError
+from ..errors import StoreCorruptError, StoreError, StoreNotFoundError
 from ..grid import Grid
 
 __all__ = ["read_raster", "write_raster"]
 
 _TARGET_CHUNK_BYTES = 32 * 2**20
+# GDAL GeoTIFF creation option COMPRESS
+_COMPRESS = {"NONE", "DEFLATE", "LZW", "ZSTD", "LZMA", "PACKBITS", "JPEG", "WEBP", "LERC",
+             "LERC_DEFLATE", "LERC_ZSTD", "JXL"}
 
 
 def _exists(path: str) -> bool:
@@ -40,6 +43,7 @@ class _RasterioWindows:
 
     def __getitem__(self, key):
         import rasterio
+        import rasterio.errors
         from rasterio.windows import Window
 
         bsl, ysl, xsl = key
@@ -48,13 +52,58 @@ class _RasterioWindows:
         x0, x1, _ = xsl.indices(self.shape[2])
         if not idx or y1 <= y0 or x1 <= x0:
             return np.empty((len(idx), max(0, y1 - y0), max(0, x1 - x0)), self.dtype)
-        with rasterio.open(self.path) as src:
-            data = src.read(idx, window=Window(x0, y0, x1 - x0, y1 - y0))
+        try:
+            with rasterio.open(self.path) as src:
+                data = src.read(idx, window=Window(x0, y0, x1 - x0, y1 - y0))
+        except rasterio.errors.RasterioError as e:
+            raise StoreCorruptError(
+                f"read_raster: {self.path!r}: cannot read bands {idx}, rows {y0}:{y1}, "
+                f"columns {x0}:{x1} ({type(e).__name__}: {e}); the file is damaged or was "
+                "changed after it was opened") from e
         if self.masked and self.nodata is not None:
             out = data.astype(self.dtype)
             out[data == self.nodata] = np.nan
             return out
         return data
+
+
+def _positive_int(v, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+        raise ValueError(f"{what} must be a positive int (pixels); got {v!r}")
+    return int(v)
+
+
+def _parse_chunks(chunks, src) -> tuple[int, int]:
+    what = "read_raster: chunks"
+    if isinstance(chunks, dict):
+        unknown = set(chunks) - {"y", "x"}
+        if unknown:
+            raise ValueError(f"{what} keys must be 'y' and/or 'x'; got {sorted(unknown)}")
+        return (_positive_int(chunks.get("y", src.height), what + "['y']"),
+                _positive_int(chunks.get("x", src.width), what + "['x']"))
+    if np.isscalar(chunks):
+        n = _positive_int(chunks, what)
+        return n, n
+    if isinstance(chunks, (tuple, list)) and len(chunks) == 2:
+        return _positive_int(chunks[0], what + "[0]"), _positive_int(chunks[1], what + "[1]")
+    raise ValueError(f"{what} must be an int, a (y, x) pair or a dict with 'y'/'x'; "
+                     f"got {chunks!r}")
+
+
+def _parse_bands(bands, count: int, path) -> list[int]:
+    if bands is None:
+        return list(range(1, count + 1))
+    indexes = [bands] if np.isscalar(bands) else list(bands)
+    if not indexes:
+        raise ValueError("read_raster: bands is empty; pass 1-based band numbers, or None "
+                         "for all")
+    odd = [b for b in indexes if isinstance(b, bool) or not isinstance(b, (int, np.integer))]
+    if odd:
+        raise TypeError(f"read_raster: bands must be 1-based ints; got {odd}")
+    bad = [int(b) for b in indexes if not 1 <= b <= count]
+    if bad:
+        raise ValueError(f"read_raster: bands {bad} out of range 1..{count} in {path!r}")
+    return [int(b) for b in indexes]
 
 
 def _token(*parts) -> str:
@@ -115,27 +164,20 @@ def read_raster(path, *, chunks=None, masked: bool = False, bands=None, squeeze:
     try:
         src = rasterio.open(path)
     except RasterioIOError as e:
-        raise StoreNotFoundError(f"read_raster: cannot open {path!r}: {e}") from e
+        if path.startswith("/vsi") or "://" in path:
+            raise StoreNotFoundError(f"read_raster: cannot open {path!r}: {e}") from e
+        raise StoreCorruptError(f"read_raster: {path!r} exists but GDAL cannot read it as a "
+                                f"raster: {e}") from e
     with src:
-        indexes = list(range(1, src.count + 1)) if bands is None else (
-            [bands] if np.isscalar(bands) else list(bands))
-        bad = [b for b in indexes if not 1 <= b <= src.count]
-        if bad:
-            raise ValueError(f"read_raster: bands {bad} out of range 1..{src.count} in {path!r}")
+        indexes = _parse_bands(bands, src.count, path)
         dtype = np.dtype(src.dtypes[indexes[0] - 1])
         nodata = src.nodata
         out_dtype = dtype
         if masked:
             out_dtype = np.dtype("f4") if dtype.itemsize <= 2 and dtype.kind != "f" else (
                 dtype if dtype.kind == "f" else np.dtype("f8"))
-        if chunks is None:
-            cy, cx = _default_chunks(src, dtype.itemsize)
-        elif isinstance(chunks, dict):
-            cy, cx = chunks.get("y", src.height), chunks.get("x", src.width)
-        elif np.isscalar(chunks):
-            cy = cx = int(chunks)
-        else:
-            cy, cx = chunks
+        cy, cx = (_default_chunks(src, dtype.itemsize) if chunks is None
+                  else _parse_chunks(chunks, src))
         grid = Grid(src.crs, src.transform, (src.height, src.width))
         shape = (len(indexes), src.height, src.width)
         descriptions = src.descriptions
@@ -213,6 +255,18 @@ def write_raster(da, path, *, driver: str = "GTiff", blocksize: int = 512,
         raise ValueError(f"write_raster: da must have dims (y, x) or (band, y, x); got {da.dims}")
     if driver not in ("GTiff", "COG"):
         raise ValueError(f"write_raster: driver must be 'GTiff' or 'COG'; got {driver!r}")
+    if 0 in da.shape:
+        raise ValueError(f"write_raster: da has zero size {dict(da.sizes)}; a GeoTIFF needs "
+                         "at least one pixel and one band")
+    if (isinstance(blocksize, bool) or not isinstance(blocksize, (int, np.integer))
+            or blocksize <= 0 or blocksize % 16):
+        raise ValueError("write_raster: blocksize must be a positive multiple of 16 (TIFF "
+                         f"tiles); got {blocksize!r}")
+    if str(compress).upper() not in _COMPRESS:
+        raise ValueError(f"write_raster: compress must be one of {sorted(_COMPRESS)} "
+                         f"(case-insensitive); got {compress!r}")
+    if da.dtype.kind not in "biufc":
+        raise TypeError(f"write_raster: da must hold numbers or booleans; got {da.dtype}")
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"write_raster: {str(path)!r} exists (overwrite=False)")
@@ -223,12 +277,21 @@ def write_raster(da, path, *, driver: str = "GTiff", blocksize: int = 512,
     dtype = np.dtype(da.dtype)
     if dtype == np.bool_:
         da, dtype = da.astype("u1"), np.dtype("u1")
+    if nodata is not None and not (dtype.kind in "fc" and np.isnan(nodata)):
+        info = np.iinfo(dtype) if dtype.kind in "iu" else None
+        if info is not None and (not np.isfinite(nodata) or float(nodata) != int(nodata)
+                                 or not info.min <= nodata <= info.max):
+            raise ValueError(f"write_raster: nodata={nodata!r} is not a {dtype} value "
+                             f"(range {info.min}..{info.max}); pick one that fits, or cast da")
     profile = dict(driver="GTiff", width=grid.shape[1], height=grid.shape[0], count=count,
                    dtype=dtype.name, crs=grid.crs.to_wkt() if grid.crs else None,
                    transform=grid.transform, nodata=nodata, tiled=True,
                    blockxsize=blocksize, blockysize=blocksize, compress=compress,
                    BIGTIFF="IF_SAFER")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"write_raster: cannot create the folder of {str(path)!r}: {e}") from e
     tmp = path.with_name(f".{path.name}.stengine-tmp-{uuid.uuid4().hex[:8]}.tif")
     try:
         with rasterio.open(tmp, "w", **profile):
