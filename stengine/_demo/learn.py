@@ -66,8 +66,9 @@ def run(ctx) -> list[tuple[str, str]]:
     ok = (truth > 0) & (p >= 0)
     acc = float(np.mean(p[ok] == truth[ok]))
     base = float(np.max(np.bincount(truth[ok], minlength=6)[1:]) / ok.sum())
-    per = ", ".join(f"{KOPPEN_CLASSES[c].split()[0]} {100 * np.mean(p[ok & (truth == c)] == c):.0f}%"
-                    for c in sorted(KOPPEN_CLASSES) if (ok & (truth == c)).any())
+    per = ", ".join(
+        f"{KOPPEN_CLASSES[c].split()[0]} {100 * np.mean(p[ok & (truth == c)] == c):.0f}%"
+        for c in sorted(KOPPEN_CLASSES) if (ok & (truth == c)).any())
     rows.append(("accuracy vs true classes",
                  f"{100 * acc:.1f}% of {ok.sum():,} land px (majority class {100 * base:.1f}%); "
                  f"per class recall {per}"))

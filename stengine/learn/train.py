@@ -749,10 +749,11 @@ class TrainJob:
             attempt += 1
             self.restarts = attempt
             if attempt > self._max_restarts:
+                last = latest_checkpoint(cfg.checkpoint) if cfg.checkpoint else None
                 raise RuntimeError(
                     f"fit job {self.id}: the gang failed {attempt} times (last: "
                     f"{_describe(detail)}); giving up after max_restarts={self._max_restarts}. "
-                    f"The last checkpoint ({latest_checkpoint(cfg.checkpoint) if cfg.checkpoint else 'none'}) "
+                    f"The last checkpoint ({last or 'none'}) "
                     "can be resumed with resume=True.") from (
                         detail if isinstance(detail, BaseException) else None)
             self._emit({"event": "restart", "attempt": attempt, "reason": _describe(detail)})
@@ -871,10 +872,11 @@ def _pick_workers(client, n: int, resources, *, op: str) -> list[str]:
         have = sorted({k for w in info.values() for k in w.get("resources", {})})
         want = ", ".join(f"{k}={v}" for k, v in resources.items())
         gpu = "GPU" in resources
+        flag = want.replace(", ", ",")
         fix = ("use stengine.connect('gpu') (dask-cuda: one GPU worker per device), or start "
                "workers with `dask worker <scheduler> --resources GPU=1`; or pass "
                "resources=None to train on the CPU workers" if gpu else
-               f"start workers with `dask worker <scheduler> --resources {want.replace(', ', ',')}` "
+               f"start workers with `dask worker <scheduler> --resources {flag}` "
                "or drop that resource")
         raise ResourceUnavailableError(
             f"{op}: resources={dict(resources)!r} asked, but none of the {len(info)} workers "
