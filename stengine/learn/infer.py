@@ -140,7 +140,7 @@ def _channels_array(cube, dims, bands, *, op: str):
     names and a reference variable for the grid."""
     import dask.array as dsa
 
-    from .samplers import _sources
+    from ._reader import _sources
 
     sources, ref = _sources(cube, dims, list(bands) if bands is not None else None, op=op)
     parts = []
@@ -526,7 +526,8 @@ def embed(model, cells, raster, *, batch_size: int = 256, cells_per_task: int = 
     import dask
 
     from ..cube.cells import make_cell_cube
-    from .samplers import CellSampler, _cell_ids
+    from ._windows import _cell_ids
+    from .samplers import CellSampler
 
     op = "embed"
     art, key, location = _resolve_model(model, op=op)
