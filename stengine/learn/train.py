@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from ..errors import StEngineError
+from ..io._atomic import _fsync_dir
 from . import monitor
 
 __all__ = ["fit", "TrainJob", "FitResult", "ResourceUnavailableError", "load_checkpoint",
@@ -208,12 +209,7 @@ def _write_checkpoint(path: str, state: dict, *, keep: int) -> str:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, os.path.join(root, target))
-        with contextlib.suppress(OSError):
-            fd = os.open(root, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        _fsync_dir(root)
     else:
         # object stores write an object whole or not at all; the pointer goes last
         fs.makedirs(root, exist_ok=True)
