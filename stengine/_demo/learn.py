@@ -30,8 +30,12 @@ def run(ctx) -> list[tuple[str, str]]:
     truth = np.asarray(lab.values)
     # inputs over land only (Köppen's own land/ocean split): ocean windows are skipped
     land = lab > 0
-    cube = xr.Dataset({"linke_turbidity": lt.where(land), "altitude": alt.where(land)})
-    rows.append(("inputs", f"Linke turbidity 12 months + altitude, {lt.shape[1]}×{lt.shape[2]} "
+    # |latitude| (degrees) as a third input: a proxy for the temperature zones that
+    # turbidity and altitude do not tell apart (77.0 -> 79.9 % here; C stays hard)
+    abslat = xr.zeros_like(alt, dtype="f4") + np.abs(alt["y"]).astype("f4")
+    cube = xr.Dataset({"linke_turbidity": lt.where(land), "altitude": alt.where(land),
+                       "abs_latitude": abslat.where(land)})
+    rows.append(("inputs", f"Linke turbidity 12 months + altitude + |lat|, {lt.shape[1]}×{lt.shape[2]} "
                  f"px (1/12°), labels = Köppen-Geiger at the nearest 30″ pixel "
                  f"({time.perf_counter() - t0:.1f} s)"))
     # train: random 8×8 patches with at most half missing, per-pixel classes
