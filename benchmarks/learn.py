@@ -1,4 +1,4 @@
-"""stengine.learn benchmarks: sampler throughput.
+"""stengine.learn benchmarks: sampler throughput and batch inference.
 
 64×64 patches of a 6-channel float32 cube (``band, y, x``; smooth multi-scale noise, one
 seed per band) from a local zstd Zarr store written by ``stengine.to_zarr`` with
@@ -14,7 +14,19 @@ Every case starts from a cold sampler (no decoded block cached) and ends with st
 * TorchGeo (``RandomGeoSampler`` + ``RasterDataset`` on a tiled GeoTIFF): not
   installable beside torch 2.13 here; reported as a skip.
 
-``python -m benchmarks.learn [--size tiny|bench] [--no-write]``.
+Inference (``inference``): ``stengine.learn.predict`` (class output, centre blend, patch
+64, overlap 16, batches of 64 windows) of a small ``patch_unet`` artefact over a 6-channel
+float32 zstd Zarr cube (512² tiny, 2048² bench; 512-pixel chunks), computed on a fresh
+LocalCluster of 1 or 2 worker processes × 1 thread, against a hand-written
+single-process torch loop over the same lattice of windows (read the store, pad with NaN,
+normalise, forward, crop-and-stitch the centres, argmax) with torch at 1 thread and the
+same malloc tuning as the workers (:func:`stengine.learn._cache.tune_malloc`: the nanny's
+``MALLOC_TRIM_THRESHOLD_=65536`` makes torch 2-3x slower). ``overhead`` = stengine on 1
+worker / the hand loop - 1 (target ≤ 10 %), also given against the hand loop's forward
+passes alone (``forward_s``: no reading, tiling or stitching); the speed-up = 1 worker /
+2 workers (target ≥ 1.7×). The summary line prints all three.
+
+``python -m benchmarks.learn [--size tiny|bench] [--no-write] [--only NAME]``.
 """
 
 from __future__ import annotations
@@ -25,6 +37,9 @@ from ._runner import Case, benchmark
 from .data import _noise_block, cache
 
 SIZES = {"tiny": (6, 1024, 1024), "bench": (6, 4096, 4096)}
+INFER_SIZES = {"tiny": (6, 512, 512), "bench": (6, 2048, 2048)}
+INFER_OVERLAP = 16
+INFER_BATCH = 64
 PATCH = 64
 CHUNK = 512
 BATCH = 256
@@ -42,16 +57,17 @@ def _bands_block(block_info=None):
     return out
 
 
-def cube_zarr(size: str):
-    """Path of the 6-band float32 zstd Zarr store (written once, cached)."""
+def cube_zarr(size: str, *, kind: str = ""):
+    """Path of the 6-band float32 zstd Zarr store (written once, cached); ``kind="infer"``:
+    the inference benchmark's cube (:data:`INFER_SIZES`)."""
     import dask.array as dsa
 
     from stengine import Grid, to_zarr
     from stengine.cube import make_raster
 
-    path = cache() / f"learn6_{size}_c{CHUNK}.zarr"
+    path = cache() / f"learn6_{kind}{size}_c{CHUNK}.zarr"
     if not (path / "zarr.json").exists():
-        shape = SIZES[size]
+        shape = (INFER_SIZES if kind else SIZES)[size]
         data = dsa.map_blocks(_bands_block, dtype=np.float32,
                               chunks=dsa.core.normalize_chunks((6, CHUNK, CHUNK), shape),
                               meta=np.empty((0, 0, 0), np.float32))
@@ -181,6 +197,129 @@ def _xbatcher(cube, n_items, size):
                              "est_all_zones_s": per2.get("t", 0) * n_items / max(
                                  per2.get("n", 1), 1)})
 
+
+# --------------------------------------------------------------------------- inference
+
+
+def _infer_artefact(size: str):
+    """A small trained-shape ``patch_unet`` (6 → 4 classes, base 8, depth 2), seeded."""
+    import torch
+
+    from stengine.learn import build
+    from stengine.learn.registry import ModelSpec, save_artefact
+
+    path = cache() / f"learn_unet6_{size}"
+    if (path / "sha256").exists():
+        from stengine.learn import load
+
+        return load(path)
+    params = {"in_channels": 6, "n_classes": 4, "base": 8, "depth": 2}
+    torch.manual_seed(0)
+    spec = ModelSpec(name="patch_unet", params=params, channels=[f"b{i}" for i in range(6)],
+                     patch_size=PATCH, output="classes", n_outputs=4,
+                     mean=[50.0 * (b + 1) for b in range(6)],
+                     std=[30.0 * (b + 1) for b in range(6)])
+    return save_artefact(build("patch_unet", **params), spec, path)
+
+
+def hand_loop(store, art, *, patch=PATCH, overlap=INFER_OVERLAP, batch=INFER_BATCH,
+              timing=None):
+    """The single-process reference: the same window lattice as ``predict`` (stride
+    ``patch - overlap``, first window ``overlap // 2`` before the raster), centre crops
+    stitched, argmax; int16 ``(H, W)``. ``timing["forward_s"]``: the seconds spent in
+    normalise + forward + argmax alone (the floor of any inference engine)."""
+    import time
+
+    import torch
+    import zarr
+
+    from stengine.learn.registry import normalise
+
+    g = zarr.open_group(str(store), mode="r")
+    a = np.asarray(g["bands"][...], np.float32)
+    _, H, W = a.shape
+    m = overlap // 2
+    s = patch - 2 * m
+    pad = np.pad(a, ((0, 0), (patch, patch), (patch, patch)), constant_values=np.nan)
+    wins = [(i * s - m, j * s - m) for i in range(-(-H // s)) for j in range(-(-W // s))]
+    out = np.empty((H, W), np.int16)
+    model = art.model
+    fwd = 0.0
+    with torch.inference_mode():
+        for k in range(0, len(wins), batch):
+            part = wins[k:k + batch]
+            x = np.stack([pad[:, gy + patch:gy + 2 * patch, gx + patch:gx + 2 * patch]
+                          for gy, gx in part])
+            t0 = time.perf_counter()
+            cls = model(normalise(torch.from_numpy(x), art.spec)).argmax(1).numpy()
+            fwd += time.perf_counter() - t0
+            for (gy, gx), c in zip(part, cls, strict=True):
+                y0, x0 = gy + m, gx + m
+                y1, x1 = min(y0 + s, H), min(x0 + s, W)
+                out[y0:y1, x0:x1] = c[m:m + y1 - y0, m:m + x1 - x0]
+    if timing is not None:
+        timing["forward_s"] = fwd
+    return out
+
+
+@benchmark("learn", "inference", sizes=["tiny", "bench"], params={"workers": [1, 2]})
+def inference(size, workers):
+    import torch
+    from distributed import Client, LocalCluster
+
+    import stengine
+    from stengine.learn import predict
+    from stengine.learn._cache import tune_malloc
+
+    store = cube_zarr(size, kind="infer")
+    art = _infer_artefact(size)
+    cube = stengine.open_cube(store)
+    _, h, w = INFER_SIZES[size]
+    s = PATCH - INFER_OVERLAP
+    n_win = (-(-h // s)) * (-(-w // s))
+    got = {}
+    lc = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      host="127.0.0.1", dashboard_address=None)
+    try:
+        with Client(lc) as client:
+
+            def run():
+                pred = predict(art, cube, patch=PATCH, overlap=INFER_OVERLAP,
+                               batch_size=INFER_BATCH, match="position", progress=False)
+                got["tasks"] = len(pred.data.__dask_graph__())
+                got["cls"] = pred.values
+                return got["cls"]
+
+            yield Case("stengine", run, items=n_win,
+                       note=f"predict on {workers} worker process(es) x 1 thread, patch "
+                       f"{PATCH}, overlap {INFER_OVERLAP}, batch {INFER_BATCH}, Zarr chunks "
+                       f"{CHUNK}", info=lambda: {"workers": workers, "tasks": got["tasks"]})
+        if workers != 1:
+            return
+    finally:
+        lc.close()
+    # the reference, in this process, as a worker has it: 1 torch thread, tuned malloc
+    tune_malloc()
+    threads = torch.get_num_threads()
+
+    def ref():
+        torch.set_num_threads(1)
+        try:
+            got["ref"] = hand_loop(store, art, timing=got)
+            return got["ref"]
+        finally:
+            torch.set_num_threads(threads)
+
+    def check():  # the same classes as predict's (batches differ: rounding may flip ties)
+        same = float((got["ref"] == got["cls"]).mean()) if "cls" in got else None
+        return {"workers": 1, "equal_fraction": same,
+                "forward_s": round(got["forward_s"], 3)}
+
+    yield Case("torch hand loop", ref, items=n_win,
+               note="one process, torch.set_num_threads(1), tune_malloc, the same windows "
+               "read from the same store", info=check)
+
+
 if __name__ == "__main__":
     import argparse
 
@@ -190,28 +329,52 @@ if __name__ == "__main__":
     p.add_argument("--size", action="append", help="tiny and/or bench (default both)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--only", action="append", help="sampler_throughput and/or inference")
     a = p.parse_args()
-    res = run([b for b in REGISTRY if b.family == "learn"], sizes=a.size, repeat=a.repeat)
-    print("\nsummary (patches/s; peers' speed-up = their time for stengine's patches / "
-          "stengine's time):")
-    for rows in res.values():
-        ref = {}
-        for r in rows:
-            key = (r["size"], r["params"]["sampler"])
-            if r["impl"] == "stengine":
-                ref[key] = r
-        for r in rows:
-            key = (r["size"], r["params"]["sampler"])
-            rate = r["items"] / r["median_s"]
-            n_cpu = r.get("sampled_patches") or r["items"]
-            cpu = n_cpu / r["cpu_s"] if r.get("cpu_s") else float("nan")
-            line = (f"  {key[0]:<6} {key[1]:<6} {r['impl']:<22} {rate:10.0f} patches/s "
-                    f"{cpu:9.0f} per CPU-s")
-            if r["impl"] != "stengine" and key in ref:
-                line += f"   stengine is {r['est_all_zones_s'] / ref[key]['median_s']:.1f}x"
-            elif "chunks_read" in r:
-                line += f"   chunks_read={r['chunks_read']}"
-            print(line)
+    res = run([b for b in REGISTRY if b.family == "learn" and (not a.only or b.name in a.only)],
+              sizes=a.size, repeat=a.repeat)
+    rows = [r for rs in res.values() for r in rs]
+    samp = [r for r in rows if r["bench"] == "sampler_throughput"]
+    if samp:
+        print("\nsummary (patches/s; peers' speed-up = their time for stengine's patches / "
+              "stengine's time):")
+    ref = {}
+    for r in samp:
+        key = (r["size"], r["params"]["sampler"])
+        if r["impl"] == "stengine":
+            ref[key] = r
+    for r in samp:
+        key = (r["size"], r["params"]["sampler"])
+        rate = r["items"] / r["median_s"]
+        n_cpu = r.get("sampled_patches") or r["items"]
+        cpu = n_cpu / r["cpu_s"] if r.get("cpu_s") else float("nan")
+        line = (f"  {key[0]:<6} {key[1]:<6} {r['impl']:<22} {rate:10.0f} patches/s "
+                f"{cpu:9.0f} per CPU-s")
+        if r["impl"] != "stengine" and key in ref:
+            line += f"   stengine is {r['est_all_zones_s'] / ref[key]['median_s']:.1f}x"
+        elif "chunks_read" in r:
+            line += f"   chunks_read={r['chunks_read']}"
+        print(line)
+    inf = [r for r in rows if r["bench"] == "inference"]
+    for size in dict.fromkeys(r["size"] for r in inf):
+        t = {(r["impl"], r["params"]["workers"]): r["median_s"] for r in inf
+             if r["size"] == size}
+        one, two, hand = (t.get(("stengine", 1)), t.get(("stengine", 2)),
+                          t.get(("torch hand loop", 1)))
+        fwd = next((r["forward_s"] for r in inf if r["size"] == size and "forward_s" in r),
+                   None)
+        print(f"\ninference {size}: stengine 1 worker {one:.3f} s" if one else
+              f"\ninference {size}:", end="")
+        if one and hand:
+            print(f", hand loop {hand:.3f} s: overhead {one / hand - 1:+.1%} (target <= 10 %)",
+                  end="")
+        if one and fwd:
+            print(f" (its forward passes alone {fwd:.3f} s: stengine {one / fwd - 1:+.1%})",
+                  end="")
+        if one and two:
+            print(f"; 2 workers {two:.3f} s: speed-up {one / two:.2f}x (target >= 1.7x)",
+                  end="")
+        print()
     if not a.no_write:
         import sys
 

@@ -4,14 +4,15 @@
 ``predict`` tiles the raster with windows on one global lattice (stride ``patch -
 overlap``, the first window starting ``overlap // 2`` pixels before the raster), so which
 windows cover a pixel never depends on the chunking. Each output chunk is one task that
-reads its chunk plus a halo of ``patch`` pixels (NaN beyond the raster, 0 after
-normalisation), runs every window touching the chunk in batches, and blends their
-outputs:
+takes the input blocks its windows reach, assembles their tile itself (NaN beyond the
+raster, 0 after normalisation; no slice/concatenate tasks in the graph), runs every
+window touching the chunk in batches, and blends their outputs:
 
 - ``blend="center"`` (default): each pixel takes the window whose central
   ``stride × stride`` square holds it (crop and stitch). For a fully convolutional model
   whose receptive field reaches at most ``overlap // 2`` pixels this equals one forward
-  pass over the whole raster.
+  pass over the whole raster. The output chunks are the cube's rounded to multiples of
+  the stride, so each window runs in exactly one task.
 - ``blend="linear"``: windows weighted by a ramp over their outer ``overlap`` pixels
   and averaged (smoother seams for models that are not translation-equivariant).
 
@@ -23,6 +24,7 @@ Task keys are ``stengine-predict-<token>`` / ``stengine-embed-<token>`` (dashboa
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import sys
@@ -202,23 +204,54 @@ def _window_range(a: int, b: int, n_total: int, P: int, m: int, s: int, blend: s
     return range(max(0, lo), min(n_win - 1, hi) + 1)
 
 
-def _predict_block(tile, *, key, location, P, m, s, D, shape, blend, batch_size, out_kind,
-                   n_out, block_info=None):
-    """One output chunk: run the windows meeting it, blend, mask missing pixels."""
-    runner = _runner(key, location)
-    (y0, y1), (x0, x1) = block_info[None]["array-location"][-2:]
-    h, w = y1 - y0, x1 - x0
+def _tile_extent(a: int, b: int, n_total: int, P: int, m: int, s: int, blend: str):
+    """Raster pixels ``[t0, t1)`` (may reach beyond the raster) that the windows of the
+    chunk ``[a, b)`` read, and those windows' indices."""
+    r = _window_range(a, b, n_total, P, m, s, blend)
+    if not len(r):
+        return a, b, r
+    return min(a, r.start * s - m), max(b, (r.stop - 1) * s - m + P), r
+
+
+def _predict_tile(blocks, *, rows, cols, loc, runner_key, location, P, m, s, shape, blend,
+                  batch_size, out_kind, n_out):
+    """One output chunk ``loc = (y0, y1, x0, x1)`` from the input blocks it needs
+    (``blocks[i][j]`` spans raster rows ``rows[i]``, columns ``cols[j]``): the tile is
+    assembled here (NaN beyond the raster), in the task, not by slice/concatenate tasks of
+    its own (one scheduler round trip each: 12 % of a 1-worker run)."""
+    y0, y1, x0, x1 = loc
     H, W = shape
+    ty0, ty1, wy = _tile_extent(y0, y1, H, P, m, s, blend)
+    tx0, tx1, wx = _tile_extent(x0, x1, W, P, m, s, blend)
+    c = blocks[0][0].shape[0]
+    tile = np.full((c, ty1 - ty0, tx1 - tx0), np.nan, np.float32)
+    for (r0, r1), brow in zip(rows, blocks, strict=True):
+        a0, a1 = max(r0, ty0), min(r1, ty1)
+        for (c0, c1), blk in zip(cols, brow, strict=True):
+            b0, b1 = max(c0, tx0), min(c1, tx1)
+            if a0 < a1 and b0 < b1:
+                tile[:, a0 - ty0:a1 - ty0, b0 - tx0:b1 - tx0] = \
+                    blk[:, a0 - r0:a1 - r0, b0 - c0:b1 - c0]
+    return _predict_windows(tile, (ty0, tx0), loc, wy, wx, key=runner_key, location=location,
+                            P=P, m=m, s=s, blend=blend, batch_size=batch_size,
+                            out_kind=out_kind, n_out=n_out)
+
+
+def _predict_windows(tile, origin, loc, rows, cols, *, key, location, P, m, s, blend,
+                     batch_size, out_kind, n_out):
+    """Run the windows ``rows × cols`` (lattice indices) of the chunk ``loc`` over
+    ``tile`` (whose pixel 0, 0 is raster pixel ``origin``), blend, mask missing pixels."""
+    runner = _runner(key, location)
+    y0, y1, x0, x1 = loc
+    h, w = y1 - y0, x1 - x0
     wy = _weights(P, m, s, blend)
     wx = wy
     center_blend = blend == "center"
     # centre blend: each pixel comes from one window, copied (no weights to sum)
     acc = np.zeros((n_out, h, w), np.float32 if center_blend else np.float64)
     wsum = np.zeros((h, w), np.float32 if center_blend else np.float64)
-    oy, ox = y0 - D, x0 - D  # the tile's origin in raster pixels
-    wins = [(i * s - m, j * s - m)
-            for i in _window_range(y0, y1, H, P, m, s, blend)
-            for j in _window_range(x0, x1, W, P, m, s, blend)]
+    oy, ox = origin  # the tile's origin in raster pixels
+    wins = [(i * s - m, j * s - m) for i in rows for j in cols]
     # windows that only cover missing pixels add nothing (their pixels are masked)
     keep = [(gy, gx) for gy, gx in wins
             if not np.isnan(tile[:, gy - oy:gy - oy + P, gx - ox:gx - ox + P]).all()]
@@ -243,7 +276,7 @@ def _predict_block(tile, *, key, location, P, m, s, D, shape, blend, batch_size,
             ww = np.outer(wy[a0 - gy:a1 - gy], wx[b0 - gx:b1 - gx])
             acc[(slice(None),) + dst] += src * ww
             wsum[dst] += ww
-    center = tile[:, D:D + h, D:D + w]
+    center = tile[:, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
     missing = np.isnan(center).all(axis=0) | (wsum == 0)
     if center_blend:
         res = acc
@@ -352,30 +385,41 @@ def predict(model, cube, *, patch: int | None = None, overlap: int | None = None
         raise ValueError(f"{op}: batch_size must be a positive integer; got {batch_size!r}")
     res = _resources(client, resources, op=op)
     n_out = int(spec.n_outputs)
-    D = P
-    # chunks at least D wide so every halo comes from the neighbouring chunk only
-    cy = max(D, max(arr.chunks[1]))
-    cx = max(D, max(arr.chunks[2]))
-    if min(arr.chunks[1][:-1] or (cy,)) < D or min(arr.chunks[2][:-1] or (cx,)) < D \
-            or arr.chunks[1][-1] < D or arr.chunks[2][-1] < D:
-        arr = arr.rechunk({1: cy, 2: cx})
-        if arr.chunks[1][-1] < D or arr.chunks[2][-1] < D:
-            arr = arr.rechunk({1: _even_chunks(H, cy, D), 2: _even_chunks(W, cx, D)})
-    tiles = dsa.overlap.overlap(arr, depth={0: 0, 1: D, 2: D},
-                                boundary={0: "none", 1: np.nan, 2: np.nan})
-    token = dask.base.tokenize(key, arr.name, P, m, blend, output, batch_size)
+    if blend == "center":
+        # chunk edges on the window lattice (multiples of the stride): each window's
+        # centre square lies in one chunk, so each window runs once, not once per chunk
+        # it straddles (512-pixel chunks, stride 48: 9.5 % more forward passes otherwise)
+        oy, ox = (_aligned_chunks(n, c, s, P) for n, c in ((H, arr.chunks[1]),
+                                                          (W, arr.chunks[2])))
+    else:
+        # chunks at least a window wide (fewer windows shared by two chunks)
+        oy, ox = (_wide_chunks(n, c, P) for n, c in ((H, arr.chunks[1]), (W, arr.chunks[2])))
+    token = dask.base.tokenize(key, arr.name, P, m, blend, output, batch_size, oy, ox)
     name = f"stengine-predict-{token}"
-    kw = dict(key=key, location=location, P=P, m=m, s=s, D=D, shape=(H, W), blend=blend,
+    kw = dict(runner_key=key, location=location, P=P, m=m, s=s, shape=(H, W), blend=blend,
               batch_size=batch_size, out_kind=output, n_out=n_out)
+    lead = () if output == "class" else (0,)
+    in_y, in_x = _spans(arr.chunks[1]), _spans(arr.chunks[2])
+    dsk = {}
+    for i, (y0, y1) in enumerate(_spans(oy)):
+        ty0, ty1, _ = _tile_extent(y0, y1, H, P, m, s, blend)
+        bi = [k for k, (r0, r1) in enumerate(in_y) if r0 < ty1 and r1 > ty0]
+        for j, (x0, x1) in enumerate(_spans(ox)):
+            tx0, tx1, _ = _tile_extent(x0, x1, W, P, m, s, blend)
+            bj = [k for k, (c0, c1) in enumerate(in_x) if c0 < tx1 and c1 > tx0]
+            fn = functools.partial(_predict_tile, rows=[in_y[k] for k in bi],
+                                   cols=[in_x[k] for k in bj], loc=(y0, y1, x0, x1), **kw)
+            dsk[(name, *lead, i, j)] = (fn, [[(arr.name, 0, r, c) for c in bj] for r in bi])
+    from dask.highlevelgraph import HighLevelGraph
+
     with dask.annotate(resources=res) if res else contextlib.nullcontext():
-        if output == "class":
-            data = dsa.map_blocks(_predict_block, tiles, drop_axis=0, chunks=arr.chunks[1:],
-                                  dtype=np.int16, name=name, meta=np.empty((0, 0), np.int16),
-                                  **kw)
-        else:
-            data = dsa.map_blocks(_predict_block, tiles, chunks=((n_out,),) + arr.chunks[1:],
-                                  dtype=np.float32, name=name,
-                                  meta=np.empty((0, 0, 0), np.float32), **kw)
+        graph = HighLevelGraph.from_collections(name, dsk, dependencies=[arr])
+    if output == "class":
+        data = dsa.Array(graph, name, (oy, ox), dtype=np.int16,
+                         meta=np.empty((0, 0), np.int16))
+    else:
+        data = dsa.Array(graph, name, ((n_out,), oy, ox), dtype=np.float32,
+                         meta=np.empty((0, 0, 0), np.float32))
     ydim, xdim = dims
     coords = {d: ref[d] for d in (ydim, xdim) if d in ref.coords}
     from ..cube import SPATIAL_REF
@@ -407,6 +451,49 @@ def predict(model, cube, *, patch: int | None = None, overlap: int | None = None
     if progress:
         print(f"predict: wrote {out} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     return open_cube(out)
+
+
+def _aligned_chunks(n: int, chunks, s: int, least: int) -> tuple[int, ...]:
+    """Chunk sizes along an axis of ``n`` pixels, near the largest of ``chunks``, each at
+    least ``least``, with every interior edge on a multiple of the stride ``s``; the
+    given ``chunks`` when they already are.
+
+    Examples
+    --------
+    >>> _aligned_chunks(2048, (512,) * 4, 48, 64)
+    (528, 528, 528, 464)
+    >>> _aligned_chunks(70, (25, 25, 20), 8, 16)
+    (24, 24, 22)
+    >>> _aligned_chunks(96, (48, 48), 8, 16)
+    (48, 48)
+    """
+    chunks = tuple(int(c) for c in chunks)
+    edges = np.cumsum(chunks)[:-1]
+    if min(chunks) >= least and not (edges % s).any():
+        return chunks
+    step = max(1, round(max(chunks) / s), -(-least // s)) * s
+    sizes = [step] * (n // step)
+    rem = n - step * len(sizes)
+    if rem and sizes and rem < least:
+        sizes[-1] += rem
+    elif rem:
+        sizes.append(rem)
+    return tuple(sizes)
+
+
+def _wide_chunks(n: int, chunks, least: int) -> tuple[int, ...]:
+    """``chunks`` when each is at least ``least`` pixels, else near-even ones that are."""
+    chunks = tuple(int(c) for c in chunks)
+    if min(chunks) >= least:
+        return chunks
+    c = max(least, max(chunks))
+    sizes = (c,) * (n // c) + ((n % c,) if n % c else ())
+    return sizes if sizes[-1] >= least else _even_chunks(n, c, least)
+
+
+def _spans(chunks) -> list[tuple[int, int]]:
+    edges = np.concatenate([[0], np.cumsum(chunks)]).astype(int).tolist()
+    return list(zip(edges[:-1], edges[1:], strict=True))
 
 
 def _even_chunks(n: int, c: int, least: int) -> tuple[int, ...]:

@@ -4,6 +4,11 @@ opened lazily) and a small H3 cell cube over a lon/lat raster.
 Session-scoped stores under one temporary folder, so each is written once. Raster
 fixtures return ``(lazy_cube, numpy_array)`` pairs: patches are compared with plain NumPy
 slices of the array that was written.
+
+``learn_cluster`` is one 2-worker LocalCluster (processes) for the whole session: its
+workers import torch once (10-30 s in fresh processes), not once per module. Modules
+connect their own ``Client`` to it (the module-scoped ``client``), so a default client never
+outlives the module that asked for one.
 """
 
 from __future__ import annotations
@@ -21,6 +26,28 @@ UTM = "EPSG:32633"
 
 def _grid(h, w, crs=UTM, res=30.0, origin=(500000.0, 4000000.0)):
     return Grid(crs, (res, 0, origin[0], 0, -res, origin[1]), (h, w))
+
+
+@pytest.fixture(scope="session")
+def learn_cluster():
+    """2 worker processes, 1 thread each, on 127.0.0.1, no dashboard (session-wide)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as lc:
+        yield lc
+
+
+@pytest.fixture(scope="module")
+def client(learn_cluster):
+    """A Client of the shared cluster, the default one for its module only. Waits for
+    both workers first: a test that killed one leaves the nanny restarting it."""
+    from distributed import Client
+
+    with Client(learn_cluster) as c:
+        c.wait_for_workers(2, timeout=120)
+        yield c
+        c.wait_for_workers(2, timeout=120)  # hand the next module two live workers
 
 
 @pytest.fixture(scope="session")

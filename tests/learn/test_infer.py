@@ -3,6 +3,7 @@ chunking, one model load per worker, ONNX, GeoParquet, bad input."""
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import numpy as np
@@ -37,13 +38,10 @@ _register()
 
 
 @pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as lc, Client(lc) as c:
-        c.run(_register)  # custom models: registered where they are loaded
-        yield c
+def client(client):
+    """conftest's client (the session's 2-worker cluster), with this module's model."""
+    client.run(_register)  # custom models: registered where they are loaded
+    return client
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +101,31 @@ def test_linear_blend_does_not_depend_on_chunks(client, raster, artefact):
         np.testing.assert_allclose(o, outs[0], rtol=1e-5, atol=1e-6, equal_nan=True)
     ok = np.isfinite(outs[0]).all(axis=0)
     np.testing.assert_allclose(outs[0][:, ok].sum(0), 1, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunks", [25, 40, ((20, 30, 20), (40, 17, 33))])
+def test_center_blend_runs_each_window_once(raster, artefact, chunks, monkeypatch):
+    """Chunk edges off the window lattice would run the windows they cut in both chunks:
+    the output chunks are aligned to the stride, and every window runs in one task."""
+    import dask
+
+    from stengine.learn import infer
+
+    seen = []
+    call = infer._Runner.__call__
+    monkeypatch.setattr(infer._Runner, "__call__", lambda self, x: seen.append(len(x))
+                        or call(self, x))
+    cy, cx = (chunks, chunks) if isinstance(chunks, int) else chunks
+    cube = make_raster(raster, name="v").chunk({"band": -1, "y": cy, "x": cx})
+    pred = predict(artefact, cube, patch=16, overlap=8, output="raw")  # stride 8
+    for c in pred.chunks[1:]:
+        assert not (np.cumsum(c)[:-1] % 8).any() and min(c) >= 16
+    with dask.config.set(scheduler="sync"):  # in this process: the runner is counted
+        got = pred.values
+    assert sum(seen) == math.ceil(70 / 8) * math.ceil(90 / 8)
+    ref = predict(artefact, make_raster(raster, name="v"), patch=16, overlap=8,
+                  output="raw").values
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
 def test_one_model_load_per_worker_and_small_graph(client, raster, tmp_path):

@@ -13,14 +13,7 @@ from stengine.learn import GridSampler, fit, gpu_status, predict
 from stengine.learn import monitor
 
 
-@pytest.fixture(scope="module")
-def client():
-    # threads, not processes: these tests look at events and names, not isolation
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=":0") as lc, Client(lc) as c:
-        yield c
+# ``client``: conftest's, on the session's 2-worker cluster (processes)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""fit as Dask tasks on a real 2-worker LocalCluster (processes): checkpoints, resume,
-init_from, DDP on gloo, a killed worker, fail-fast resources, bad input."""
+"""fit as Dask tasks on a real 2-worker LocalCluster (processes, the session's):
+checkpoints, resume, init_from, DDP on gloo, a killed worker, fail-fast resources, bad input."""
 
 from __future__ import annotations
 
@@ -31,13 +31,8 @@ def tiny_fcn(*, in_channels, n_classes=2, width=8):
 register("tiny_fcn", tiny_fcn, replace=True)
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as lc, Client(lc) as c:
-        yield c
+# ``client``: conftest's, on the session's 2-worker cluster. The killed-worker tests keep
+# it: the nanny restarts the killed process and they wait for both workers again.
 
 
 def _data(seed=0, shift=0.0):
