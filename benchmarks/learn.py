@@ -19,7 +19,7 @@ Inference (``inference``): ``stengine.learn.predict`` (class output, centre blen
 float32 zstd Zarr cube (512² tiny, 2048² bench; 512-pixel chunks), computed on a fresh
 LocalCluster of 1 or 2 worker processes × 1 thread, against a hand-written
 single-process torch loop over the same lattice of windows (read the store, pad with NaN,
-normalise, forward, crop-and-stitch the centres, argmax) with torch at 1 thread and the
+``Artefact.run`` per batch, crop-and-stitch the centres, argmax) with torch at 1 thread and the
 same malloc tuning as the workers (:func:`stengine.learn._cache.tune_malloc`: the nanny's
 ``MALLOC_TRIM_THRESHOLD_=65536`` makes torch 2-3x slower). ``overhead`` = stengine on 1
 worker / the hand loop - 1 (target ≤ 10 %), also given against the hand loop's forward
@@ -225,15 +225,13 @@ def _infer_artefact(size: str):
 def hand_loop(store, art, *, patch=PATCH, overlap=INFER_OVERLAP, batch=INFER_BATCH,
               timing=None):
     """The single-process reference: the same window lattice as ``predict`` (stride
-    ``patch - overlap``, first window ``overlap // 2`` before the raster), centre crops
-    stitched, argmax; int16 ``(H, W)``. ``timing["forward_s"]``: the seconds spent in
-    normalise + forward + argmax alone (the floor of any inference engine)."""
+    ``patch - overlap``, first window ``overlap // 2`` before the raster), the same model
+    call (``Artefact.run``: normalise, forward under ``no_grad``), centre crops stitched,
+    then one argmax; int16 ``(H, W)``. ``timing["forward_s"]``: the seconds spent in the
+    model calls alone (the floor of any inference engine)."""
     import time
 
-    import torch
     import zarr
-
-    from stengine.learn.registry import normalise
 
     g = zarr.open_group(str(store), mode="r")
     a = np.asarray(g["bands"][...], np.float32)
@@ -242,24 +240,22 @@ def hand_loop(store, art, *, patch=PATCH, overlap=INFER_OVERLAP, batch=INFER_BAT
     s = patch - 2 * m
     pad = np.pad(a, ((0, 0), (patch, patch), (patch, patch)), constant_values=np.nan)
     wins = [(i * s - m, j * s - m) for i in range(-(-H // s)) for j in range(-(-W // s))]
-    out = np.empty((H, W), np.int16)
-    model = art.model
+    logits = np.empty((art.spec.n_outputs, H, W), np.float32)
     fwd = 0.0
-    with torch.inference_mode():
-        for k in range(0, len(wins), batch):
-            part = wins[k:k + batch]
-            x = np.stack([pad[:, gy + patch:gy + 2 * patch, gx + patch:gx + 2 * patch]
-                          for gy, gx in part])
-            t0 = time.perf_counter()
-            cls = model(normalise(torch.from_numpy(x), art.spec)).argmax(1).numpy()
-            fwd += time.perf_counter() - t0
-            for (gy, gx), c in zip(part, cls, strict=True):
-                y0, x0 = gy + m, gx + m
-                y1, x1 = min(y0 + s, H), min(x0 + s, W)
-                out[y0:y1, x0:x1] = c[m:m + y1 - y0, m:m + x1 - x0]
+    for k in range(0, len(wins), batch):
+        part = wins[k:k + batch]
+        x = np.stack([pad[:, gy + patch:gy + 2 * patch, gx + patch:gx + 2 * patch]
+                      for gy, gx in part])
+        t0 = time.perf_counter()
+        out = art.run(x)
+        fwd += time.perf_counter() - t0
+        for (gy, gx), o in zip(part, out, strict=True):
+            y0, x0 = gy + m, gx + m
+            y1, x1 = min(y0 + s, H), min(x0 + s, W)
+            logits[:, y0:y1, x0:x1] = o[:, m:m + y1 - y0, m:m + x1 - x0]
     if timing is not None:
         timing["forward_s"] = fwd
-    return out
+    return logits.argmax(axis=0).astype(np.int16)
 
 
 @benchmark("learn", "inference", sizes=["tiny", "bench"], params={"workers": [1, 2]})
