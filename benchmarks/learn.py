@@ -11,8 +11,9 @@ Every case starts from a cold sampler (no decoded block cached) and ends with st
 * xbatcher's ``BatchGenerator(input_dims={y: 64, x: 64})`` over the same store (its
   windows are the grid's): one dask graph per patch; run on a sample of the windows and
   reported per patch (``est_all_zones_s`` scales its time to all of them).
-* TorchGeo (``RandomGeoSampler`` + ``RasterDataset`` on a tiled GeoTIFF): not
-  installable beside torch 2.13 here; reported as a skip.
+* TorchGeo (``RandomGeoSampler`` + ``RasterDataset`` on a tiled GeoTIFF): torchvision
+  does not import beside torch 2.13 (CPU), so it is measured in a separate peers
+  environment by :mod:`benchmarks.learn_torchgeo`; here it is a reported skip.
 
 Inference (``inference``): ``stengine.learn.predict`` (class output, centre blend, patch
 64, overlap 16, batches of 64 windows) of a small ``patch_unet`` artefact over a 6-channel
@@ -128,8 +129,9 @@ def sampler_throughput(size, sampler):
                    info=lambda: {"chunks_read": stats.get("chunks_read"),
                                  "cpu_s": round(stats.get("cpu_s", 0), 3)})
     yield from _xbatcher(cube, n, size)
-    raise ImportError("TorchGeo: not installable beside torch 2.13 (CPU) in this "
-                      "environment; RandomGeoSampler + RasterDataset not measured")
+    raise ImportError("TorchGeo: needs torchvision, which does not import beside torch "
+                      "2.13 (CPU); measured in a peers env by python -m "
+                      "benchmarks.learn_torchgeo --peers-python PY")
 
 
 def _xbatcher(cube, n_items, size):
