@@ -1,14 +1,18 @@
 """Memory-limited workers spill to disk and finish; the result equals the NumPy reference.
 
-Two real worker processes with ``memory_limit="500MB"`` each (about 200 MB of which a
-worker process uses before holding any data) compute the per-zone statistics of a
-raster's anomaly ``x - mean(x)`` with ``zonal_stats``: every chunk of the 600 MB raster
+Two real worker processes with ``memory_limit="1GB"`` each (200-400 MB of which a worker
+process uses before holding any data: more on a cold numba cache, where the kernels are
+compiled in the worker) compute the per-zone statistics of a raster's anomaly
+``x - mean(x)`` with ``zonal_stats``: every chunk of the 1.2 GB raster
 must be kept until the global mean is known, so more than both workers can hold is
 alive at once and dask has to spill chunks to disk (checked: the workers wrote hundreds
 of MB to their spill files) and read them back.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 
 import numpy as np
 import pytest
@@ -19,7 +23,8 @@ from stengine.cube import make_raster
 
 pytestmark = pytest.mark.slow
 
-SHAPE, CHUNKS = (7500, 10_000), (500, 1000)  # float64: 600 MB in 150 chunks of 4 MB
+SHAPE, CHUNKS = (7500, 20_000), (500, 1000)  # float64: 1.2 GB in 300 chunks of 4 MB
+TIMEOUT_S = 300  # a worker paused for memory forever must fail the test, not hang CI
 ZONE_ROWS = 640  # zones are bands of rows: 12 zones, not aligned with the chunks
 
 
@@ -59,16 +64,28 @@ def test_memory_limited_workers_spill_and_finish():
                                    dtype="float64", meta=np.empty((0, 0))))
     zones = make_raster(dsa.map_blocks(_zones, chunks=dsa.core.normalize_chunks(CHUNKS, SHAPE),
                                        dtype="int32", meta=np.empty((0, 0), "i4")))
-    limit = 500e6
+    # 1 GB, not less: dask pauses a worker whose process uses 80 % of its limit, and with
+    # 500 MB a cold-cache worker (~400 MB after compiling the kernels) paused for good
+    limit = 1e9
     # more than both workers may hold in memory together: dask spills once a process
-    # uses 70 % of its limit, and a worker process uses about 200 MB before any data
-    assert x.nbytes > 2 * (0.7 * limit - 150e6)
+    # uses 70 % of its limit, and a worker process uses at least 200 MB before any data
+    assert x.nbytes > 2 * (0.7 * limit - 200e6)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit=limit,
                       host="127.0.0.1", dashboard_address=":0", silence_logs=50) as cluster:
         with Client(cluster) as client:
             anom = x - x.mean()
-            got = stengine.ops.zonal_stats(anom, zones, zone_ids=np.arange(12),
-                                           stats=["count", "mean", "std", "min", "max"])
+            with ThreadPoolExecutor(1) as pool:
+                fut = pool.submit(stengine.ops.zonal_stats, anom, zones,
+                                  zone_ids=np.arange(SHAPE[0] // ZONE_ROWS + 1),
+                                  stats=["count", "mean", "std", "min", "max"])
+                try:
+                    got = fut.result(timeout=TIMEOUT_S)
+                except FuturesTimeout:
+                    state = client.run(lambda dask_worker: (
+                        dask_worker.status.name, dask_worker.monitor.get_process_memory()))
+                    client.close()  # ends the compute in the pool's thread
+                    pytest.fail(f"no result in {TIMEOUT_S} s; workers (status, process "
+                                f"memory): {state}")
             spilled = client.run(lambda dask_worker: dask_worker.data.cumulative_metrics.get(
                 ("disk-write", "bytes"), 0))
             restarted = client.run_on_scheduler(
