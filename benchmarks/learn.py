@@ -279,7 +279,7 @@ def inference(size, workers):
     lc = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       host="127.0.0.1", dashboard_address=None)
     try:
-        with Client(lc) as client:
+        with Client(lc):
 
             def run():
                 pred = predict(art, cube, patch=PATCH, overlap=INFER_OVERLAP,

@@ -35,9 +35,9 @@ def run(ctx) -> list[tuple[str, str]]:
     abslat = xr.zeros_like(alt, dtype="f4") + np.abs(alt["y"]).astype("f4")
     cube = xr.Dataset({"linke_turbidity": lt.where(land), "altitude": alt.where(land),
                        "abs_latitude": abslat.where(land)})
-    rows.append(("inputs", f"Linke turbidity 12 months + altitude + |lat|, {lt.shape[1]}×{lt.shape[2]} "
-                 f"px (1/12°), labels = Köppen-Geiger at the nearest 30″ pixel "
-                 f"({time.perf_counter() - t0:.1f} s)"))
+    rows.append(("inputs", f"Linke turbidity 12 months + altitude + |lat|, "
+                 f"{lt.shape[1]}×{lt.shape[2]} px (1/12°), labels = Köppen-Geiger at the "
+                 f"nearest 30″ pixel ({time.perf_counter() - t0:.1f} s)"))
     # train: random 8×8 patches with at most half missing, per-pixel classes
     n = 1500 if ctx.quick else 3000
     epochs = 2 if ctx.quick else 3

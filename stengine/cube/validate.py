@@ -12,7 +12,7 @@ import xarray as xr
 
 from ..errors import DimensionError, GridMismatchError
 from ..grid import Grid
-from .conventions import DEFAULT_DIMS, SPATIAL_REF, get_grid
+from .conventions import DEFAULT_DIMS, get_grid
 
 
 def spatial_dims(dims) -> tuple[str, str]:

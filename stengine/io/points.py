@@ -82,8 +82,15 @@ from ..index.timecode import parse_interval
 from . import _lock
 from ._atomic import OLD, TMP, TXN
 from ._points_check import _BASE, _check_timeout, _prepare, _records_frame, _variable_dtypes
-from ._points_runs import (_empty_frame, _merge_sorted, _read_span, _RunReader, _RunVanished,
-                           _spans, _write_run)
+from ._points_runs import (
+    _empty_frame,
+    _merge_sorted,
+    _read_span,
+    _RunReader,
+    _RunVanished,
+    _spans,
+    _write_run,
+)
 
 __all__ = ["PointStore", "QueryResult"]
 

@@ -124,7 +124,7 @@ def _encoding(ds: xr.Dataset, compressor, encoding):
         e = {"compressors": [comp] if comp is not None else None}
         e.update((encoding or {}).get(name, {}))
         enc[name] = e
-    for name, v in ds.coords.items():
+    for name in ds.coords:
         if name in enc:
             continue
         # coords have no missing values: no _FillValue, which would reappear as an attr

@@ -21,7 +21,6 @@ import xarray as xr
 from ..cube.validate import check_same_grid
 from ..errors import DimensionError
 
-
 # --------------------------------------------------------------------------- sources
 
 def _label_str(v) -> str:

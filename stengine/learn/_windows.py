@@ -14,7 +14,6 @@ import xarray as xr
 from ..errors import DimensionError
 from ._reader import _label_str
 
-
 # --------------------------------------------------------------------------- roi, toi
 
 def _select_time(cube, toi, *, op: str):

@@ -43,7 +43,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -199,7 +199,7 @@ def _write_checkpoint(path: str, state: dict, *, keep: int) -> str:
     torch.save(state, buf)
     data = buf.getvalue()
     pointer = json.dumps({"file": name, "epoch": state["epoch"], "step": state["step"],
-                          "written": datetime.now(timezone.utc).isoformat()}).encode()
+                          "written": datetime.now(UTC).isoformat()}).encode()
     if _is_local(fs):
         os.makedirs(root, exist_ok=True)
         for target, payload in ((name, data), ("latest.json", pointer)):
@@ -326,8 +326,10 @@ def _make_optimizer(optimizer, params, lr):
     return optimizer(params, lr=lr)
 
 
+# The global (legacy) NumPy, Python and torch RNGs are saved and restored on purpose: user
+# losses, transforms and models may draw from them, and resume must replay their draws.
 def _rng_state() -> dict:
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # noqa: NPY002
     st = {"torch": torch.get_rng_state(),
           "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
                     int(np_state[2]), int(np_state[3]), float(np_state[4])],
@@ -340,7 +342,7 @@ def _rng_state() -> dict:
 def _set_rng_state(st: dict) -> None:
     torch.set_rng_state(st["torch"])
     n = st["numpy"]
-    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))  # noqa: NPY002
     py = json.loads(st["python"])
     random.setstate((py[0], tuple(py[1]), py[2]))
     if "cuda" in st and torch.cuda.is_available():
@@ -350,7 +352,7 @@ def _set_rng_state(st: dict) -> None:
 
 def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002
     random.seed(seed)
 
 
@@ -443,7 +445,7 @@ def _train(cfg: _Config, rank: int, world: int, device, cancel):
     loss_fn = _make_loss(cfg.loss, kind)
     start_epoch, start_step, history, lineage = 0, 0, [], []
     run = {"run": cfg.job, "data": cfg.describe, "init_from": cfg.init_from,
-           "started": datetime.now(timezone.utc).isoformat()}
+           "started": datetime.now(UTC).isoformat()}
     if cfg.resume_from:
         st = load_checkpoint(cfg.resume_from)
         model.load_state_dict(st["model"])

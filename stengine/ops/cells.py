@@ -28,7 +28,6 @@ import xarray as xr
 
 from .._backends import is_dask
 from ..cube import check_dtype, check_raster
-from ..cube.validate import raster_grid
 from ..cube.cells import (
     CELL_DIM,
     CELL_IDS,
@@ -38,6 +37,7 @@ from ..cube.cells import (
     default_chunk_level,
     make_cell_cube,
 )
+from ..cube.validate import raster_grid
 from ..errors import BackendNotSupported, ChunkError, DimensionError
 from . import _cells_lift as cl
 from ._numba import cells as _k

@@ -23,7 +23,6 @@ import xarray as xr
 
 from stengine import ops
 from stengine.cube import make_raster
-from stengine.cube.cells import make_cell_cube
 from stengine.errors import DimensionError, GridMismatchError, IndexRangeError, UDFError
 from stengine.grid import Grid
 from stengine.ops.window import Window

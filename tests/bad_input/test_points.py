@@ -11,8 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stengine.errors import (AppendMismatchError, IndexRangeError, StoreCorruptError,
-                             StoreError, StoreNotFoundError)
+from stengine.errors import (
+    AppendMismatchError,
+    IndexRangeError,
+    StoreCorruptError,
+    StoreError,
+    StoreNotFoundError,
+)
 from stengine.index import Cap
 from stengine.io.points import PointStore
 

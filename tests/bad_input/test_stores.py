@@ -166,7 +166,7 @@ def test_open_cube_bad_store(store, tmp_path, case):
     with pytest.raises(exc) as info:
         cube = stengine.open_cube(path)
         assert when == "read", "the open itself should have failed"
-        cube.values
+        _ = cube.values
     msg = str(info.value)
     assert str(path) in msg and names in msg, msg
 
@@ -175,7 +175,7 @@ def test_open_cube_bad_store(store, tmp_path, case):
 def test_damaged_chunk_named_whatever_the_dask_chunks(store, chunks):
     _corrupt_chunk(store)
     with pytest.raises(StoreCorruptError, match=r"v/c/1/0/1 of variable 'v'"):
-        stengine.open_cube(store, chunks=chunks).values
+        _ = stengine.open_cube(store, chunks=chunks).values
 
 
 def test_missing_fill_reads_fill_values(store):

@@ -89,8 +89,8 @@ def time_forms(ns: int, unit: str):
              pd.DatetimeIndex(np.array([d64])).tz_localize("UTC").tz_convert("Asia/Kathmandu")]
     if unit in ("s", "ms", "us"):
         py = pd.Timestamp(d64).to_pydatetime()
-        forms += [py, [py.replace(tzinfo=dt.timezone.utc)],
-                  py.replace(tzinfo=dt.timezone.utc).astimezone(dt.timezone(dt.timedelta(
+        forms += [py, [py.replace(tzinfo=dt.UTC)],
+                  py.replace(tzinfo=dt.UTC).astimezone(dt.timezone(dt.timedelta(
                       hours=-5, minutes=-30)))]
     return forms
 

@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 
 from stengine.cube.conventions import make_raster
-from stengine.learn import GridSampler, fit, gpu_status, predict
-from stengine.learn import monitor
-
+from stengine.learn import GridSampler, fit, gpu_status, monitor, predict
 
 # ``client``: conftest's, on the session's 2-worker cluster (processes)
 
