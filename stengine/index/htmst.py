@@ -143,8 +143,8 @@ class KeyScheme:
     # encode / decode ------------------------------------------------------
     def encode_ids(self, hids, cells) -> np.ndarray:
         """Keys of level-``level`` trixel ids and time cells (uint64 arrays)."""
-        h = _uint_ids(hids, "hids", self.level).reshape(-1)
-        k = _uint_ids(cells, "cells", self.level).reshape(-1)
+        h = _uint_ids(hids, "KeyScheme.encode_ids", "hids").reshape(-1)
+        k = _uint_ids(cells, "KeyScheme.encode_ids", "cells").reshape(-1)
         if h.shape != k.shape:
             raise IndexRangeError(f"KeyScheme.encode_ids: hids and cells must have one shape; "
                                   f"got {np.shape(hids)} and {np.shape(cells)}")
@@ -216,12 +216,7 @@ class KeyScheme:
         return h.reshape(keys.shape), k.reshape(keys.shape)
 
     def _check_keys(self, keys, op) -> np.ndarray:
-        k = np.asarray(keys)
-        if k.dtype.kind not in "iu":
-            raise TypeError(f"KeyScheme.{op}: keys must be integers (uint64); got dtype {k.dtype}")
-        if k.dtype.kind == "i" and k.size and int(k.min()) < 0:
-            raise IndexRangeError(f"KeyScheme.{op}: keys must be >= 0; got {int(k.min())}")
-        k = np.asarray(k, dtype=np.uint64)
+        k = _uint_ids(keys, f"KeyScheme.{op}", "keys")
         if k.size and (int(k.max()) >> (self.bits - 1) != 1 or
                        int(k.min()) >> (self.bits - 1) != 1):
             raise IndexRangeError(f"KeyScheme.{op}: {self.kind} keys at level {self.level} have "
@@ -364,14 +359,14 @@ class KeyScheme:
         return ranges.normalize(out.reshape(-1, 2))
 
 
-def _uint_ids(v, name, level) -> np.ndarray:
+def _uint_ids(v, where: str, name: str) -> np.ndarray:
+    """``v`` as contiguous uint64; floats (truncated) and negatives (wrapped) refused."""
     a = np.asarray(v)
     if a.dtype.kind not in "iu":
-        raise TypeError(f"KeyScheme.encode_ids: {name} must be integers (uint64); got dtype "
-                        f"{a.dtype}")
+        raise TypeError(f"{where}: {name} must be integers (uint64); got dtype {a.dtype}")
     if a.dtype.kind == "i" and a.size and int(a.min()) < 0:
-        raise IndexRangeError(f"KeyScheme.encode_ids: {name} must be >= 0; got {int(a.min())}")
-    return np.ascontiguousarray(a, dtype=np.uint64)
+        raise IndexRangeError(f"{where}: {name} must be >= 0; got {int(a.min())}")
+    return np.asarray(a, dtype=np.uint64)
 
 
 def _scheme(kind, level, t0, t1, fanout) -> KeyScheme:
