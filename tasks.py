@@ -44,12 +44,24 @@ def _ensure_env(extras: list[str]) -> None:
     stamp.touch()
 
 
+def _ensure_web() -> None:
+    """Leaflet for the service's pages and exported maps, from npm (pinned by a lockfile)."""
+    web = ROOT / "stengine" / "web"
+    if (web / "node_modules" / "leaflet" / "dist" / "leaflet.js").exists():
+        return
+    code = "import stengine.web as w, sys; sys.exit(0 if w.install() else 3)"
+    if subprocess.call([str(PY), "-c", code], cwd=ROOT) != 0:
+        print("npm not found: map pages will not load until `npm ci --prefix stengine/web` runs",
+              file=sys.stderr)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in EXTRAS:
         print(__doc__)
         return 2
     task, rest = argv[0], argv[1:]
     _ensure_env(EXTRAS[task])
+    _ensure_web()
     env = dict(os.environ)
     if task == "demo":
         cmd = [str(BIN / "stengine"), "demo", *rest]
