@@ -8,7 +8,8 @@ import sys
 
 from ._runner import REGISTRY, render, run, save
 
-FAMILIES = ["local", "focal", "zonal", "index", "cells", "learn"]
+FAMILIES = ["local", "focal", "zonal", "index", "cells", "learn", "sources", "serve",
+            "vectorgeo", "collection", "tiles"]
 
 
 def load(families):

@@ -16,6 +16,21 @@ from .reproject import align, reproject_match
 
 __version__ = "0.1.0"
 
+# Heavier parts load on first use, so `import stengine` stays light.
+_LAZY = {"open_source": ("stengine.io.sources", "open_source"),
+         "SourceSpec": ("stengine.io.sources", "SourceSpec"),
+         "Collection": ("stengine.collection", "Collection")}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        mod, attr = _LAZY[name]
+        return getattr(importlib.import_module(mod), attr)
+    raise AttributeError(f"module 'stengine' has no attribute {name!r}")
+
+
 __all__ = [
     "connect",
     "compute",
@@ -33,4 +48,7 @@ __all__ = [
     "ops",
     "io",
     "errors",
+    "open_source",
+    "SourceSpec",
+    "Collection",
 ]

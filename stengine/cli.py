@@ -31,9 +31,17 @@ def main(argv=None) -> int:
     d = sub.add_parser("demo", help="run the end-to-end demo on an embedded local cluster")
     d.add_argument("--out", default="stengine-demo", help="output folder (default %(default)s)")
     d.add_argument("--quick", action="store_true", help="smaller regions, for a fast check")
-    d.add_argument("--steps", help="comma-separated subset of: local,focal,zonal,cells,htmst")
+    d.add_argument("--steps", help="comma-separated subset of the steps (default all): "
+                   "local,focal,zonal,cells,htmst,learn,vectorgeo,collection")
     d.add_argument("--scheduler", help="tcp://host:port of an existing scheduler")
     sub.add_parser("info", help="versions, devices and the data cache")
+    sub.add_parser("serve", add_help=False,
+                   help="the web service: sources, models, jobs, tiles (stengine serve --help)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        from .serve.cli import main as serve
+
+        return serve(argv[1:])
     a = p.parse_args(argv)
     if a.cmd == "info":
         return _info()

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-STEPS = ["local", "focal", "zonal", "cells", "htmst", "learn"]
+STEPS = ["local", "focal", "zonal", "cells", "htmst", "learn", "vectorgeo", "collection"]
 
 
 def _print_table(rows):
