@@ -67,5 +67,29 @@ class IndexRangeError(StEngineError, ValueError):
     """A coordinate or key is outside the range an index accepts (lon/lat, time, level)."""
 
 
+class SourceError(StEngineError, ValueError):
+    """A data source spec is invalid (unknown kind, bad option); ``field`` names the culprit."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class SourceConnectionError(SourceError, ConnectionError):
+    """A source could not be reached or refused the credentials (host, port, user)."""
+
+
+class CollectionError(StEngineError, ValueError):
+    """An image collection operation cannot proceed (empty after filtering, unknown band)."""
+
+
+class VectorIndexError(StEngineError, ValueError):
+    """A similarity query is invalid for its index (unknown cell, wrong dimension, empty region)."""
+
+
+class TileError(StEngineError, ValueError):
+    """A map tile request is invalid (unknown tile id, zoom out of range, bbox off the data)."""
+
+
 class ChunkWarning(UserWarning):
     """Chunks were changed to make an op possible (e.g. chunks smaller than a halo)."""
