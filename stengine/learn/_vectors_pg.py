@@ -1,0 +1,217 @@
+"""The pgvector backend of :class:`~stengine.learn.vectors.VectorIndex`.
+
+One table per index (``cell bigint primary key, lon, lat, parent_r{k} bigint, embedding
+vector(D)``) plus a row in ``stengine_vector_indexes`` (dimension, resolution, metric,
+parent levels, model hash). H3 ids (uint64) are stored as bigint with the same 64 bits.
+Loading is one binary ``COPY`` built with NumPy (no per-row Python), then the primary
+key, B-trees on the parent columns and ``USING hnsw`` with a raised
+``maintenance_work_mem`` and parallel maintenance workers.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from ..errors import SourceConnectionError, VectorIndexError
+
+META = "stengine_vector_indexes"
+OPS = {"cosine": ("vector_cosine_ops", "<=>"), "l2": ("vector_l2_ops", "<->")}
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,50}$")
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise VectorIndexError(f"name must be a lower-case SQL identifier ([a-z_][a-z0-9_]*, "
+                               f"≤ 51 chars); got {name!r}")
+    return name
+
+
+def _where(dsn: str) -> str:
+    """Host/port/database of a DSN for messages: never the password."""
+    try:
+        u = urlsplit(dsn)
+        if u.scheme.startswith("postgres"):
+            return f"{u.hostname or 'socket'}:{u.port or 5432}{u.path}" + (
+                f" ({u.query.split('host=')[-1].split('&')[0]})" if "host=" in u.query else "")
+    except ValueError:
+        pass
+    return "<dsn>"
+
+
+def connect(dsn: str, *, timeout: float = 10.0):
+    """A psycopg connection with pgvector's types registered (extension created)."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    try:
+        conn = psycopg.connect(dsn, connect_timeout=max(1, int(timeout)), autocommit=True)
+    except psycopg.OperationalError as e:
+        msg = str(e).split("\n")[0]
+        raise SourceConnectionError(f"dsn: cannot connect to PostgreSQL at {_where(dsn)}: {msg}",
+                                    "dsn") from e
+    try:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    except psycopg.Error as e:
+        conn.close()
+        raise SourceConnectionError(f"dsn: PostgreSQL at {_where(dsn)} has no pgvector extension "
+                                    f"(CREATE EXTENSION vector failed: {e})", "dsn") from e
+    register_vector(conn)
+    return conn
+
+
+def _copy_buffer(cells, lon, lat, parents, vectors) -> np.ndarray:
+    """PostgreSQL binary COPY rows as one structured NumPy array (big-endian)."""
+    n, d = vectors.shape
+    fields = [("nf", ">i2"), ("l0", ">i4"), ("cell", ">i8"), ("l1", ">i4"), ("lon", ">f8"),
+              ("l2", ">i4"), ("lat", ">f8")]
+    for r in parents:
+        fields += [(f"lp{r}", ">i4"), (f"p{r}", ">i8")]
+    fields += [("lv", ">i4"), ("dim", ">i2"), ("unused", ">i2"), ("emb", ">f4", (d,))]
+    buf = np.zeros(n, np.dtype(fields))
+    buf["nf"] = 4 + len(parents)
+    buf["l0"] = buf["l1"] = buf["l2"] = 8
+    buf["cell"] = cells.view(np.int64)
+    buf["lon"], buf["lat"] = lon, lat
+    for r, p in parents.items():
+        buf[f"lp{r}"] = 8
+        buf[f"p{r}"] = np.asarray(p, np.uint64).view(np.int64)
+    buf["lv"] = 4 + 4 * d
+    buf["dim"] = d
+    buf["emb"] = vectors
+    return buf
+
+
+def create(conn, name, *, cells, lon, lat, parents, vectors, metric, resolution, model_hash,
+           m=16, ef_construction=64, if_exists="replace"):
+    """Create (or replace) the table and its indexes; returns build timings (s)."""
+    import time
+
+    name = check_name(name)
+    ops = OPS[metric][0]
+    d = vectors.shape[1]
+    t0 = time.perf_counter()
+    with conn.transaction():
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {META} (name text PRIMARY KEY, dim int, "
+                     "resolution int, metric text, parents int[], model_hash text, n bigint, "
+                     "created timestamptz DEFAULT now())")
+        exists = conn.execute(f"SELECT 1 FROM {META} WHERE name = %s", (name,)).fetchone()
+        if exists and if_exists == "fail":
+            raise VectorIndexError(f"name: an index {name!r} already exists; pass "
+                                   "if_exists='replace' or another name")
+        conn.execute(f"DROP TABLE IF EXISTS {name}")
+        pcols = "".join(f", parent_r{r} bigint" for r in parents)
+        conn.execute(f"CREATE TABLE {name} (cell bigint NOT NULL, lon float8, lat float8"
+                     f"{pcols}, embedding vector({d}))")
+        buf = _copy_buffer(cells, lon, lat, parents, vectors).tobytes()
+        cols = ", ".join(["cell", "lon", "lat", *(f"parent_r{r}" for r in parents), "embedding"])
+        with conn.cursor().copy(f"COPY {name} ({cols}) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.write(b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8)
+            step = 64 << 20
+            for s in range(0, len(buf), step):
+                cp.write(buf[s:s + step])
+            cp.write(b"\xff\xff")
+        t_copy = time.perf_counter() - t0
+        conn.execute(f"ALTER TABLE {name} ADD PRIMARY KEY (cell)")
+        for r in parents:
+            conn.execute(f"CREATE INDEX ON {name} (parent_r{r})")
+        t1 = time.perf_counter()
+        conn.execute("SET LOCAL maintenance_work_mem = '1GB'")
+        conn.execute("SET LOCAL max_parallel_maintenance_workers = 7")
+        conn.execute(f"CREATE INDEX {name}_hnsw ON {name} USING hnsw (embedding {ops}) "
+                     f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})")
+        t_hnsw = time.perf_counter() - t1
+        conn.execute(f"DELETE FROM {META} WHERE name = %s", (name,))
+        conn.execute(f"INSERT INTO {META} (name, dim, resolution, metric, parents, model_hash, n) "
+                     "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                     (name, d, resolution, metric, list(parents), model_hash, len(cells)))
+    conn.execute(f"ANALYZE {name}")
+    return {"copy_s": t_copy, "hnsw_s": t_hnsw, "total_s": time.perf_counter() - t0}
+
+
+def load_meta(conn, name):
+    """(dim, resolution, metric, parent levels, model_hash, cells, lon, lat, parents)."""
+    name = check_name(name)
+    row = None
+    if conn.execute("SELECT to_regclass(%s)", (META,)).fetchone()[0] is not None:
+        row = conn.execute(f"SELECT dim, resolution, metric, parents, model_hash FROM {META} "
+                           "WHERE name = %s", (name,)).fetchone()
+    if row is None:
+        raise VectorIndexError(f"name: no vector index {name!r} in this database; build one "
+                               "with VectorIndex.build(..., backend='pgvector')")
+    dim, res, metric, plev, mh = row
+    pcols = "".join(f", parent_r{r}" for r in plev)
+    rows = conn.execute(f"SELECT cell, lon, lat{pcols} FROM {name} ORDER BY cell").fetchall()
+    a = np.array(rows, dtype=object).reshape(len(rows), 3 + len(plev))
+    cells = a[:, 0].astype(np.int64).view(np.uint64)
+    # bigint order is signed; the index keeps uint64 order
+    o = np.argsort(cells, kind="stable")
+    parents = {r: a[o, 3 + i].astype(np.int64).view(np.uint64) for i, r in enumerate(plev)}
+    return (dim, res, metric, list(plev), mh, cells[o], a[o, 1].astype(np.float64),
+            a[o, 2].astype(np.float64), parents)
+
+
+def get_vector(conn, name, cell: int) -> np.ndarray | None:
+    row = conn.execute(f"SELECT embedding FROM {check_name(name)} WHERE cell = %s",
+                       (int(np.uint64(cell).view(np.int64)),)).fetchone()
+    return None if row is None else np.asarray(row[0], np.float32)
+
+
+def _ids_literal(a: np.ndarray) -> str:
+    return "{" + ",".join(map(str, np.asarray(a, np.uint64).view(np.int64).tolist())) + "}"
+
+
+def search(conn, name, q, k, metric, *, ef_search=100, n_total, parent_level=None, cover=None,
+           allowed=None, exact_max=20000, max_scan_tuples=None):
+    """k nearest: (cells uint64, distances float64), sorted; filtered by ``allowed`` cells.
+
+    Plan: no filter → HNSW; a filter of ≤ ``exact_max`` cells → exact scan of those rows
+    (bitmap on the parent B-tree, no HNSW: recall 1); a larger one → HNSW with
+    ``hnsw.iterative_scan = relaxed_order`` and ``max_scan_tuples`` scaled to its
+    selectivity, re-sorted.
+    """
+    op = OPS[metric][1]
+    qv = np.asarray(q, np.float32)
+    from pgvector import Vector
+
+    params = {"q": Vector(qv), "k": int(k)}
+    with conn.transaction():
+        ef = max(int(ef_search), 2 * int(k))
+        conn.execute(f"SET LOCAL hnsw.ef_search = {ef}")
+        if allowed is None:
+            sql = (f"SELECT cell, embedding {op} %(q)s AS d FROM {name} "
+                   "ORDER BY d LIMIT %(k)s")
+        else:
+            params["cells"] = _ids_literal(allowed)
+            where = "cell = ANY(%(cells)s::bigint[])"
+            if parent_level is not None:
+                params["cover"] = _ids_literal(cover)
+                where = f"parent_r{parent_level} = ANY(%(cover)s::bigint[]) AND " + where
+            if len(allowed) <= exact_max:
+                conn.execute("SET LOCAL enable_indexscan = off")  # HNSW is an index scan
+                sql = (f"SELECT cell, embedding {op} %(q)s AS d FROM {name} WHERE {where} "
+                       "ORDER BY d LIMIT %(k)s")
+            else:
+                sel = max(len(allowed) / max(n_total, 1), 1e-6)
+                mst = max_scan_tuples or int(min(max(20000, 4 * ef / sel), 10 * n_total))
+                conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                conn.execute(f"SET LOCAL hnsw.max_scan_tuples = {mst}")
+                sql = (f"WITH r AS MATERIALIZED (SELECT cell, embedding {op} %(q)s AS d FROM "
+                       f"{name} WHERE {where} ORDER BY d LIMIT %(k)s) "
+                       "SELECT cell, d FROM r ORDER BY d")
+        rows = conn.execute(sql, params).fetchall()
+    if not rows:
+        return np.empty(0, np.uint64), np.empty(0, np.float64)
+    cells = np.array([r[0] for r in rows], np.int64).view(np.uint64)
+    dist = np.array([r[1] for r in rows], np.float64)
+    return cells, dist
+
+
+def drop(conn, name):
+    name = check_name(name)
+    with conn.transaction():
+        conn.execute(f"DROP TABLE IF EXISTS {name}")
+        if conn.execute("SELECT to_regclass(%s)", (META,)).fetchone()[0] is not None:
+            conn.execute(f"DELETE FROM {META} WHERE name = %s", (name,))
