@@ -156,57 +156,72 @@ def load_meta(conn, name):
 def get_vector(conn, name, cell: int) -> np.ndarray | None:
     row = conn.execute(f"SELECT embedding FROM {check_name(name)} WHERE cell = %s",
                        (int(np.uint64(cell).view(np.int64)),)).fetchone()
-    return None if row is None else np.asarray(row[0], np.float32)
+    return None if row is None else as_array(row[0])
+
+
+def as_array(v) -> np.ndarray:
+    """float32 NumPy array of a pgvector value (``Vector`` or already an array)."""
+    return np.asarray(v.to_numpy() if hasattr(v, "to_numpy") else v, np.float32)
 
 
 def _ids_literal(a: np.ndarray) -> str:
     return "{" + ",".join(map(str, np.asarray(a, np.uint64).view(np.int64).tolist())) + "}"
 
 
-def search(conn, name, q, k, metric, *, ef_search=100, n_total, parent_level=None, cover=None,
-           allowed=None, exact_max=20000, max_scan_tuples=None):
-    """k nearest: (cells uint64, distances float64), sorted; filtered by ``allowed`` cells.
+def search(conn, name, q, k, metric, *, ef_search=100, n_total, flt=None, cells=None,
+           exact_max=20000, filtered_ef=200):
+    """k nearest: (cells uint64, distances float64), sorted; ``flt`` a region Filter.
 
-    Plan: no filter → HNSW; a filter of ≤ ``exact_max`` cells → exact scan of those rows
-    (bitmap on the parent B-tree, no HNSW: recall 1); a larger one → HNSW with
-    ``hnsw.iterative_scan = relaxed_order`` and ``max_scan_tuples`` scaled to its
-    selectivity, re-sorted.
+    The SQL filter is the parent column (``parent_r{level} = ANY(cover)``, a B-tree) and
+    then exactly the filter's rows: a bbox by ``lon``/``lat`` ranges, else the shorter of
+    the cell list inside or the list under the cover but outside. Plan: no filter →
+    HNSW; ≤ ``exact_max`` rows → exact scan of those rows (index scans off, so no HNSW:
+    recall 1); more → HNSW with ``hnsw.iterative_scan = relaxed_order``, ``ef_search =
+    filtered_ef`` and ``max_scan_tuples`` scaled to the selectivity, then re-sorted.
     """
-    op = OPS[metric][1]
-    qv = np.asarray(q, np.float32)
     from pgvector import Vector
 
-    params = {"q": Vector(qv), "k": int(k)}
+    op = OPS[metric][1]
+    params = {"q": Vector(np.asarray(q, np.float32)), "k": int(k)}
     with conn.transaction():
         ef = max(int(ef_search), 2 * int(k))
-        conn.execute(f"SET LOCAL hnsw.ef_search = {ef}")
-        if allowed is None:
-            sql = (f"SELECT cell, embedding {op} %(q)s AS d FROM {name} "
-                   "ORDER BY d LIMIT %(k)s")
+        if flt is None:
+            conn.execute(f"SET LOCAL hnsw.ef_search = {ef}")
+            sql = f"SELECT cell, embedding {op} %(q)s AS d FROM {name} ORDER BY d LIMIT %(k)s"
         else:
-            params["cells"] = _ids_literal(allowed)
-            where = "cell = ANY(%(cells)s::bigint[])"
-            if parent_level is not None:
-                params["cover"] = _ids_literal(cover)
-                where = f"parent_r{parent_level} = ANY(%(cover)s::bigint[]) AND " + where
-            if len(allowed) <= exact_max:
+            conds = []
+            if flt.level is not None:
+                params["cover"] = _ids_literal(flt.cover)
+                conds.append(f"parent_r{flt.level} = ANY(%(cover)s::bigint[])")
+            if flt.bbox is not None:
+                params.update(zip(("x0", "y0", "x1", "y1"), map(float, flt.bbox), strict=True))
+                conds.append("lon >= %(x0)s AND lon <= %(x1)s AND lat >= %(y0)s AND "
+                             "lat <= %(y1)s")
+            elif flt.outside is not None and flt.outside.size < flt.rows.size:
+                if flt.outside.size:
+                    params["out"] = _ids_literal(cells[flt.outside])
+                    conds.append("cell <> ALL(%(out)s::bigint[])")
+            else:
+                params["cells"] = _ids_literal(cells[flt.rows])
+                conds.append("cell = ANY(%(cells)s::bigint[])")
+            where = " AND ".join(conds) or "true"
+            if flt.rows.size <= exact_max:
                 conn.execute("SET LOCAL enable_indexscan = off")  # HNSW is an index scan
                 sql = (f"SELECT cell, embedding {op} %(q)s AS d FROM {name} WHERE {where} "
                        "ORDER BY d LIMIT %(k)s")
             else:
-                sel = max(len(allowed) / max(n_total, 1), 1e-6)
-                mst = max_scan_tuples or int(min(max(20000, 4 * ef / sel), 10 * n_total))
+                fef = max(ef, int(filtered_ef))
+                sel = max(flt.rows.size / max(n_total, 1), 1e-6)
+                mst = int(min(max(20000, 4 * fef / sel), 10 * n_total))
+                conn.execute(f"SET LOCAL hnsw.ef_search = {fef}")
                 conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
                 conn.execute(f"SET LOCAL hnsw.max_scan_tuples = {mst}")
                 sql = (f"WITH r AS MATERIALIZED (SELECT cell, embedding {op} %(q)s AS d FROM "
                        f"{name} WHERE {where} ORDER BY d LIMIT %(k)s) "
                        "SELECT cell, d FROM r ORDER BY d")
         rows = conn.execute(sql, params).fetchall()
-    if not rows:
-        return np.empty(0, np.uint64), np.empty(0, np.float64)
-    cells = np.array([r[0] for r in rows], np.int64).view(np.uint64)
-    dist = np.array([r[1] for r in rows], np.float64)
-    return cells, dist
+    out_cells = np.array([r[0] for r in rows], np.int64).view(np.uint64)
+    return out_cells, np.array([r[1] for r in rows], np.float64)
 
 
 def drop(conn, name):

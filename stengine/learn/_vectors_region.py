@@ -9,7 +9,9 @@ cell centres are then checked exactly against the geometry (boundary included).
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -69,27 +71,37 @@ def _cover(geom, level: int) -> np.ndarray:
     return np.unique(ring[ring != 0])
 
 
+@functools.lru_cache(maxsize=64)
+def _cover_cached(wkb: bytes, level: int) -> np.ndarray:
+    import shapely
+
+    return _cover(shapely.from_wkb(wkb), level)
+
+
 def _geometry_rows(ix, geom):
+    """(rows inside, parent level, cover parents, rows under the cover but outside)."""
     import shapely
 
     if geom.is_empty or geom.area == 0:
         raise VectorIndexError(f"within: the region is empty (area 0); got {geom.wkt[:80]}")
     levels = sorted(ix.parents)
-    level, cover, rows = None, None, None
-    for lv in levels:  # coarse → fine: the finest level whose cover stays small
-        c = _cover(geom, lv)
-        if c.size > COVER_MAX and level is not None:
-            break
-        level, cover = lv, c
-        if c.size > COVER_MAX:
-            break
-    if level is not None:
+    level, cover = None, None
+    if levels:
+        wkb = shapely.to_wkb(geom)
+        # the coarsest cover is cheap; each finer level has ~7x the cells
+        c0 = _cover_cached(wkb, levels[0])
+        level = levels[0]
+        for lv in levels[1:]:
+            if c0.size * 7 ** (lv - levels[0]) > COVER_MAX:
+                break
+            level = lv
+        cover = c0 if level == levels[0] else _cover_cached(wkb, level)
         rows = _rows_under(ix.parents[level], cover)
     else:
         rows = np.arange(len(ix))
     shapely.prepare(geom)
     inside = shapely.intersects_xy(geom, ix.lon[rows], ix.lat[rows])
-    return rows[inside], level, cover
+    return rows[inside], level, cover, rows[~inside]
 
 
 def _cell_rows(ix, cells):
@@ -117,25 +129,40 @@ def _cell_rows(ix, cells):
             if col is None:
                 col = sth3.cell_to_parent(ix.cells, r)
             parts.append(_rows_under(col, sel))
-    return np.unique(np.concatenate(parts)), None, None
+    return np.unique(np.concatenate(parts)), None, None, None
 
 
 def rows_within(ix, within):
-    """Sorted rows of ``ix`` inside ``within``; (rows, parent level, cover parents)."""
+    """Where ``within`` puts the query: a :class:`Filter` over the rows of ``ix``."""
     import shapely
 
+    bbox = None
     if isinstance(within, shapely.Geometry):
         if within.geom_type not in ("Polygon", "MultiPolygon"):
             raise VectorIndexError(f"within: a geometry must be a Polygon or MultiPolygon; got "
                                    f"{within.geom_type}")
-        rows, level, cover = _geometry_rows(ix, within)
+        rows, level, cover, out = _geometry_rows(ix, within)
     elif isinstance(within, tuple):
-        rows, level, cover = _geometry_rows(ix, _bbox_polygon(within))
+        g = _bbox_polygon(within)
+        bbox = g.bounds
+        rows, level, cover, out = _geometry_rows(ix, g)
     elif isinstance(within, set | frozenset | list | np.ndarray):
-        rows, level, cover = _cell_rows(ix, within)
+        rows, level, cover, out = _cell_rows(ix, within)
     else:
         raise VectorIndexError(f"within must be a shapely polygon, a bbox tuple (minx, miny, "
                                f"maxx, maxy) or a set/array of cells; got {type(within).__name__}")
     if rows.size == 0:
         raise VectorIndexError("within: no indexed cell has its centre in the region; widen it")
-    return rows, level, cover
+    return Filter(rows, level, cover, out, bbox)
+
+
+@dataclass
+class Filter:
+    """Rows inside (sorted); the parent level and cover used; rows under the cover but
+    outside the geometry (None for cell sets); the bbox (minx, miny, maxx, maxy) if one."""
+
+    rows: np.ndarray
+    level: int | None
+    cover: np.ndarray | None
+    outside: np.ndarray | None
+    bbox: tuple | None

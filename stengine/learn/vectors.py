@@ -288,7 +288,8 @@ class VectorIndex:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise VectorIndexError(f"k must be a positive integer; got {k!r}")
         q, me = self._parse_query(query)
-        rows, level, cover = (None, None, None) if within is None else self._within(within)
+        flt = None if within is None else self._within(within)
+        rows = None if flt is None else flt.rows
         skip = me if exclude_self and me >= 0 else -1
         if self.backend == "exact":
             idx, d = _ex.topk(self._x, q, int(k), self.metric, rows=rows,
@@ -300,9 +301,7 @@ class VectorIndex:
             extra = 1 if skip >= 0 else 0
             cells, d = _pg.search(self._require_conn(), self.name, q, int(k) + extra,
                                   self.metric, ef_search=self.ef_search, n_total=len(self),
-                                  parent_level=level, cover=cover,
-                                  allowed=None if rows is None else self.cells[rows],
-                                  exact_max=self.exact_max)
+                                  flt=flt, cells=self.cells, exact_max=self.exact_max)
             if skip >= 0:
                 keep = cells != self.cells[skip]
                 cells, d = cells[keep], d[keep]
@@ -315,7 +314,7 @@ class VectorIndex:
 
     # -- region filters ------------------------------------------------------------------
     def _within(self, within):
-        """(sorted candidate rows, parent level used or None, cover parent ids or None)."""
+        """The rows of ``within`` (a :class:`~stengine.learn._vectors_region.Filter`)."""
         from . import _vectors_region as _rg
 
         return _rg.rows_within(self, within)
@@ -326,12 +325,12 @@ class VectorIndex:
         if self._x is not None:
             return self._x
         if getattr(self, "_fetched", None) is None:
-            from pgvector import Vector  # noqa: F401  (types registered on the connection)
+            from . import _vectors_pg as _pg
 
             rows = self._require_conn().execute(
                 f"SELECT cell, embedding FROM {self.name}").fetchall()
             c = np.array([r[0] for r in rows], np.int64).view(np.uint64)
-            v = np.stack([np.asarray(r[1], np.float32) for r in rows])
+            v = np.stack([_pg.as_array(r[1]) for r in rows])
             self._fetched = v[np.argsort(c, kind="stable")]
         return self._fetched
 
