@@ -24,6 +24,7 @@ from .monitor import gpu_status
 from .registry import build, export_onnx, load, models, register
 from .samplers import CellSampler, GridSampler, RandomSampler, TripletSampler
 from .train import fit
+from .vectors import VectorIndex
 
 __all__ = [
     "GridSampler",
@@ -39,4 +40,5 @@ __all__ = [
     "embed",
     "export_onnx",
     "gpu_status",
+    "VectorIndex",
 ]
