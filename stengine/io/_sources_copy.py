@@ -29,14 +29,16 @@ def _arrow_types(meta: pd.DataFrame):
     return types, later
 
 
-def _fetch(part, *, conninfo, sql_tpl, index_col, meta, timeout):
+def _fetch(part, *, conninfo, sql_tpl, index_col, empty, timeout):
+    meta = empty  # from_map takes meta= for itself
     import psycopg
     import pyarrow.csv as pcsv
     lo, hi, last = part
     op = "<=" if last else "<"
     sql = sql_tpl.replace("{where}", f'"{index_col}" >= %s AND "{index_col}" {op} %s')
     buf = io.BytesIO()
-    with psycopg.connect(conninfo, connect_timeout=timeout) as con, con.cursor() as cur:
+    with psycopg.connect(conninfo, connect_timeout=timeout) as con, \
+            psycopg.ClientCursor(con) as cur:
         with cur.copy(_copy_sql(cur, sql, lo, hi)) as cp:
             for chunk in cp:
                 buf.write(chunk)
@@ -72,15 +74,14 @@ def read_copy(spec, url, meta, index_col, lo, hi, npart):
     if divs is None:
         return dd.from_pandas(meta_i, npartitions=1)
     conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    sel = cols if cols == "*" or index_col in (spec.options.get("columns") or []) else \
-        f'{cols}, "{index_col}"'
+    sel = cols  # open_spec put index_col into columns=
     # % in the user's query would be taken as a placeholder by mogrify
     tpl = (f"COPY (SELECT {sel} FROM {frm.replace('%', '%%')} WHERE " + "{where}) TO STDOUT "
            "(FORMAT csv, HEADER true)")
     parts = [(_py(divs[i]), _py(divs[i + 1]), i == len(divs) - 2) for i in range(len(divs) - 1)]
     timeout = max(1, int(round(float(spec.options.get("connect_timeout", 10)))))
     return dd.from_map(_fetch, parts, conninfo=conninfo, sql_tpl=tpl, index_col=index_col,
-                       meta=meta, timeout=timeout, divisions=divs,
+                       empty=meta, timeout=timeout, meta=meta_i, divisions=divs,
                        label="read-sql-copy", enforce_metadata=False)
 
 

@@ -191,10 +191,16 @@ def open_spec(spec):
     if fetch not in ("auto", "sqlalchemy", "copy"):
         raise SourceError(f"fetch must be 'auto', 'sqlalchemy' or 'copy'; got {fetch!r}",
                           field="fetch")
+    cols = spec.options.get("columns")
+    if isinstance(cols, list) and index_col not in cols:
+        from dataclasses import replace
+        spec = replace(spec, options={**spec.options, "columns": [*cols, index_col]})
     url = sql_url(spec)
     if fetch == "copy" and url.get_backend_name() != "postgresql":
         raise SourceError("fetch='copy' needs a PostgreSQL source", field="fetch")
-    meta = head(spec, 0)  # also checks the connection and the table/query
+    # dtypes from real rows (an empty result types every column object); also checks
+    # the connection and the table/query
+    meta = head(spec, 20).iloc[:0]
     if index_col not in meta.columns:
         raise SourceError(f"index_col {index_col!r} is not a column of the source; it has "
                           f"{list(meta.columns)}", field="index_col")
@@ -243,10 +249,12 @@ def _read_dask(spec, url, meta, index_col, lo, hi, npart):
     if divs is None:
         return dd.from_pandas(meta_i, npartitions=1)
     cols = spec.options.get("columns")
+    if cols:
+        cols = [c for c in cols if c != index_col]
     if table is not None:
+        # dask reads the table's typed columns (SQLite DATETIME text -> datetime64), so it
+        # takes its own meta from the first rows
         return dd.read_sql_table(table, uri, index_col, divisions=divs, columns=cols,
-                                 schema=spec.options.get("schema"), meta=meta_i, **kw)
-    sel = sa.select(*[sa.column(c) for c in (cols or meta.columns)]).select_from(sa.text(frm))
-    if cols and index_col not in cols:
-        sel = sel.add_columns(sa.column(index_col))
+                                 schema=spec.options.get("schema"), **kw)
+    sel = sa.select(*[sa.column(c) for c in meta.columns]).select_from(sa.text(frm))
     return dd.read_sql_query(sel, uri, sa.column(index_col), divisions=divs, meta=meta_i, **kw)
