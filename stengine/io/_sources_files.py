@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -62,6 +63,7 @@ def filesystem(spec):
     import fsspec
     proto = protocol(spec.location)
     if proto == "file":
+        storage_options(spec)  # checks the options even where none apply
         return fsspec.filesystem("file"), str(Path(_local_path(spec.location)).resolve())
     if proto == "hdfs":
         hdfs_client()
@@ -148,6 +150,15 @@ def _http_check(spec) -> str:
 def _s3_check(spec, fs, path) -> None:
     bucket = path.split("/", 1)[0]
     endpoint = storage_options(spec).get("endpoint_url")
+    if endpoint:
+        # s3fs answers "no such bucket" for a dead endpoint too: probe the port first
+        u = urllib.parse.urlsplit(endpoint)
+        port = u.port or (443 if u.scheme == "https" else 80)
+        try:
+            socket.create_connection((u.hostname, port), timeout=5).close()
+        except OSError as e:
+            raise SourceConnectionError(f"cannot reach the s3 endpoint {endpoint!r}: {e}",
+                                        field="endpoint_url") from None
     try:
         ok = fs.exists(bucket)
     except PermissionError as e:
