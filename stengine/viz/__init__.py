@@ -131,9 +131,9 @@ def cell_map(cube, path, *, bbox=None, width: int = 1440, cmap: str = "viridis",
     -------
     pathlib.Path
     """
-    from .cube.cells import CELL_DIM, CELL_IDS, check_cell_cube
-    from .grid import Grid
-    from .ops.cells import cells_to_raster
+    from ..cube.cells import CELL_DIM, CELL_IDS, check_cell_cube
+    from ..grid import Grid
+    from ..ops.cells import cells_to_raster
 
     grid, level = check_cell_cube(cube, op="cell_map")
     one = _first_slice(cube, (CELL_DIM,), isel)
@@ -160,7 +160,7 @@ def cell_map(cube, path, *, bbox=None, width: int = 1440, cmap: str = "viridis",
     if outlines and grid == "h3" and ncell:
         from matplotlib.collections import PolyCollection
 
-        from .index.h3 import cell_to_boundary
+        from ..index.h3 import cell_to_boundary
 
         b = cell_to_boundary(one[CELL_IDS].values)
         polys = []
@@ -181,7 +181,7 @@ def cell_map(cube, path, *, bbox=None, width: int = 1440, cmap: str = "viridis",
 def _extent(ids, grid, level):
     if ids.size == 0 or grid != "h3":
         return (-180.0, -90.0, 180.0, 90.0)
-    from .index.h3 import cell_to_lonlat, edge_length
+    from ..index.h3 import cell_to_lonlat, edge_length
 
     lon, lat = cell_to_lonlat(ids)
     pad = 2.5 * edge_length(level)
