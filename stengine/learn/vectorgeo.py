@@ -286,13 +286,15 @@ def _say(progress, msg):
 
 
 def run(res: int, out, *, epochs: int = 3, train_res: int | None = None, patch: int = 8,
-        dim: int = 16, k_eval: int = 10, eval_cells: int = 20_000, dsn: str | None = None,
-        seed: int = 0, client=None, progress: bool = True) -> dict:
+        dim: int = 16, k_eval: int = 10, eval_cells: int = 20_000, bands=None,
+        dsn: str | None = None, seed: int = 0, client=None, progress: bool = True) -> dict:
     """The whole pipeline at H3 resolution ``res`` into folder ``out``: stencil,
     triplets (on the stencil at ``train_res``, default ``min(res, 3)``), training
     (checkpoints in ``out/checkpoints``), embeddings (``out/embeddings``), quality of the
     untrained and the trained model on up to ``eval_cells`` cells, and the vector index
-    (exact, or pgvector at ``dsn``). Returns a dict of paths, counts, seconds and figures.
+    (exact, or pgvector at ``dsn``). ``bands``: a subset of :data:`CHANNELS` as inputs
+    (e.g. without the Köppen one-hot, to see what training adds). Returns a dict of
+    paths, counts, seconds and figures.
     """
     from distributed import default_client
 
@@ -307,6 +309,11 @@ def run(res: int, out, *, epochs: int = 3, train_res: int | None = None, patch: 
     cells = land_stencil(res)
     ids = _ids(cells, op="run")
     ch = channels()
+    if bands is not None:
+        bad = [b for b in bands if b not in CHANNELS]
+        if bad or not bands:
+            raise ValueError(f"run: bands must be a non-empty subset of {CHANNELS}; got {bands!r}")
+        ch = ch.sel(band=list(bands))
     r["cells"], r["t_stencil"] = int(ids.size), time.perf_counter() - t
     _say(progress, f"{ids.size:,} land cells at res {res} ({r['t_stencil']:.1f} s)")
     t = time.perf_counter()
