@@ -16,17 +16,18 @@ from ._sources_sql import _columns_sql, _source_sql, divisions
 
 def _arrow_types(meta: pd.DataFrame):
     import pyarrow as pa
-    types, later = {}, []
+    types = {}
     for c, dt in meta.dtypes.items():
         if pd.api.types.is_bool_dtype(dt):
             types[c] = pa.bool_()
         elif pd.api.types.is_integer_dtype(dt) or pd.api.types.is_float_dtype(dt):
             types[c] = pa.float64() if pd.api.types.is_float_dtype(dt) else pa.int64()
-        else:  # text, timestamps (PostgreSQL's "+00" offsets), anything else: parse after
+        elif pd.api.types.is_datetime64_any_dtype(dt):
+            # the COPY session runs in UTC, so timestamptz text ends in "+00"
+            types[c] = pa.timestamp("us", tz="UTC" if getattr(dt, "tz", None) else None)
+        else:  # text and anything else: strings, cast to the meta's dtype after
             types[c] = pa.string()
-            if pd.api.types.is_datetime64_any_dtype(dt):
-                later.append(c)
-    return types, later
+    return types
 
 
 def _fetch(part, *, conninfo, sql_tpl, index_col, empty, timeout):
@@ -37,22 +38,19 @@ def _fetch(part, *, conninfo, sql_tpl, index_col, empty, timeout):
     op = "<=" if last else "<"
     sql = sql_tpl.replace("{where}", f'"{index_col}" >= %s AND "{index_col}" {op} %s')
     buf = io.BytesIO()
-    with psycopg.connect(conninfo, connect_timeout=timeout) as con, \
+    with psycopg.connect(conninfo, connect_timeout=timeout, options="-c TimeZone=UTC") as con, \
             psycopg.ClientCursor(con) as cur:
         with cur.copy(_copy_sql(cur, sql, lo, hi)) as cp:
             for chunk in cp:
                 buf.write(chunk)
     buf.seek(0)
-    types, later = _arrow_types(meta)
+    types = _arrow_types(meta)
     if buf.getbuffer().nbytes == 0:
         return meta.set_index(index_col)
     tbl = pcsv.read_csv(buf, convert_options=pcsv.ConvertOptions(
         column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False,
         true_values=["t", "true"], false_values=["f", "false"]))
     df = tbl.to_pandas()
-    for c in later:
-        df[c] = pd.to_datetime(df[c], utc=getattr(meta[c].dtype, "tz", None) is not None,
-                               format="ISO8601")
     df = df.astype({c: dt for c, dt in meta.dtypes.items() if df[c].dtype != dt},
                    errors="ignore")
     return df.set_index(index_col)
