@@ -41,7 +41,7 @@ def _halve(da, method: str):
         out = da.isel(y=slice(0, None, 2), x=slice(0, None, 2))
     else:
         c = da.coarsen(y=2, x=2, boundary="trim")
-        out = c.mean(skipna=True) if method == "mean" else c.reduce(_mode_block)
+        out = c.mean() if method == "mean" else c.reduce(_mode_block)
         out = out.astype(da.dtype) if method == "mode" else out
     t = g.transform @ g.transform.scale(2, 2)
     return set_grid(out.drop_vars(["y", "x", "spatial_ref"], errors="ignore"),
@@ -49,7 +49,7 @@ def _halve(da, method: str):
 
 
 def build_overviews(store, *, method: str = "mean", min_size: int = 256,
-                    chunks: int = 256) -> "Pyramid":
+                    chunks: int = 256) -> Pyramid:
     """Write overview levels of the Zarr cube at ``store`` until the smaller side is at
     most ``min_size`` px; returns the :class:`Pyramid`.
 

@@ -138,7 +138,8 @@ def _src_window(grid, z, x, y, pad: int = 2):
     left, bottom, right, top = transform_bounds("EPSG:3857", grid.crs.to_wkt(),
                                                 *tile_bounds(z, x, y), densify_pts=21)
     inv = ~grid.transform
-    cols, rows = zip(*(inv @ (px, py) for px in (left, right) for py in (bottom, top)))
+    corners = [inv @ (px, py) for px in (left, right) for py in (bottom, top)]
+    cols, rows = zip(*corners, strict=True)
     r0 = max(int(math.floor(min(rows))) - pad, 0)
     r1 = min(int(math.ceil(max(rows))) + pad, grid.shape[0])
     c0 = max(int(math.floor(min(cols))) - pad, 0)
@@ -266,7 +267,7 @@ def _lonlat_bounds(da):
 
 def _bounds(g):
     t, (h, w) = g.transform, g.shape
-    xs, ys = zip(*(t @ (c, r) for c in (0, w) for r in (0, h)))
+    xs, ys = zip(*(t @ (c, r) for c in (0, w) for r in (0, h)), strict=False)
     return min(xs), min(ys), max(xs), max(ys)
 
 
