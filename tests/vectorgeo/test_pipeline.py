@@ -181,3 +181,12 @@ def test_fit_triplets_checkpoint_resume(client, tmp_path):
     a, b = full.artefact.model.state_dict(), resumed.artefact.model.state_dict()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
+def test_argument_errors(tmp_path):
+    with pytest.raises(ValueError, match="res must be an H3 resolution"):
+        vg.land_stencil(16)
+    with pytest.raises(ValueError, match="chunk must be an integer"):
+        vg.channels(chunk=3)
+    with pytest.raises(ValueError, match="bands must be a non-empty subset"):
+        vg.run(1, tmp_path, bands=["nope"], client=object())
