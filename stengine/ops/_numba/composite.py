@@ -44,17 +44,20 @@ def composite(x, how, nodata, has_nodata, fill, out):
                     pick = fv
             elif how == 4:
                 pick = fv
-            else:
-                buf[k] = fv
+            else:  # median: insertion sort (time series are short; no allocation per pixel)
+                p = k
+                while p > 0 and buf[p - 1] > fv:
+                    buf[p] = buf[p - 1]
+                    p -= 1
+                buf[p] = fv
             k += 1
         if k == 0:
             out[j] = fill
         elif how == 0:
             out[j] = acc / k
         elif how == 5:
-            s = np.sort(buf[:k])
             h = k // 2
-            out[j] = s[h] if k % 2 else 0.5 * (s[h - 1] + s[h])
+            out[j] = buf[h] if k % 2 else 0.5 * (buf[h - 1] + buf[h])
         else:
             out[j] = pick
 
