@@ -170,8 +170,13 @@ class EmbeddedPostgres:
         """Stop the server (fast shutdown: running queries are cancelled)."""
         with _LOCK:
             if self.running():
-                self._run("pg_ctl", "-w", "-t", str(int(self.timeout)), "-D", str(self.data_dir),
-                          "-m", "fast", "stop", timeout=self.timeout + 10)
+                try:
+                    self._run("pg_ctl", "-w", "-t", str(int(self.timeout)), "-D",
+                              str(self.data_dir), "-m", "fast", "stop", timeout=self.timeout + 10)
+                except SourceConnectionError:
+                    if self.running():  # a loaded machine: no checkpoint, WAL replays on start
+                        self._run("pg_ctl", "-w", "-D", str(self.data_dir), "-m", "immediate",
+                                  "stop", timeout=self.timeout + 10)
             _SERVERS.pop(self.data_dir, None)
 
     def destroy(self) -> None:

@@ -169,7 +169,7 @@ def _ids_literal(a: np.ndarray) -> str:
 
 
 def search(conn, name, q, k, metric, *, ef_search=100, n_total, flt=None, cells=None,
-           exact_max=20000, filtered_ef=200):
+           exact_max=50000, filtered_ef=200):
     """k nearest: (cells uint64, distances float64), sorted; ``flt`` a region Filter.
 
     The SQL filter is the parent column (``parent_r{level} = ANY(cover)``, a B-tree) and
@@ -190,20 +190,19 @@ def search(conn, name, q, k, metric, *, ef_search=100, n_total, flt=None, cells=
             sql = f"SELECT cell, embedding {op} %(q)s AS d FROM {name} ORDER BY d LIMIT %(k)s"
         else:
             conds = []
+            # id lists are inlined as constants (integers we made, nothing from users):
+            # PostgreSQL hashes a constant = ANY / <> ALL list, not a bound parameter
             if flt.level is not None:
-                params["cover"] = _ids_literal(flt.cover)
-                conds.append(f"parent_r{flt.level} = ANY(%(cover)s::bigint[])")
+                conds.append(f"parent_r{flt.level} = ANY('{_ids_literal(flt.cover)}'::bigint[])")
             if flt.bbox is not None:
                 params.update(zip(("x0", "y0", "x1", "y1"), map(float, flt.bbox), strict=True))
                 conds.append("lon >= %(x0)s AND lon <= %(x1)s AND lat >= %(y0)s AND "
                              "lat <= %(y1)s")
             elif flt.outside is not None and flt.outside.size < flt.rows.size:
                 if flt.outside.size:
-                    params["out"] = _ids_literal(cells[flt.outside])
-                    conds.append("cell <> ALL(%(out)s::bigint[])")
+                    conds.append(f"cell <> ALL('{_ids_literal(cells[flt.outside])}'::bigint[])")
             else:
-                params["cells"] = _ids_literal(cells[flt.rows])
-                conds.append("cell = ANY(%(cells)s::bigint[])")
+                conds.append(f"cell = ANY('{_ids_literal(cells[flt.rows])}'::bigint[])")
             where = " AND ".join(conds) or "true"
             if flt.rows.size <= exact_max:
                 conn.execute("SET LOCAL enable_indexscan = off")  # HNSW is an index scan

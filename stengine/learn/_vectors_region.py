@@ -99,8 +99,13 @@ def _geometry_rows(ix, geom):
         rows = _rows_under(ix.parents[level], cover)
     else:
         rows = np.arange(len(ix))
-    shapely.prepare(geom)
-    inside = shapely.intersects_xy(geom, ix.lon[rows], ix.lat[rows])
+    x, y = ix.lon[rows], ix.lat[rows]
+    if shapely.equals(geom, shapely.box(*geom.bounds)):   # a box: plain comparisons
+        x0, y0, x1, y1 = geom.bounds
+        inside = (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+    else:
+        shapely.prepare(geom)
+        inside = shapely.intersects_xy(geom, x, y)
     return rows[inside], level, cover, rows[~inside]
 
 

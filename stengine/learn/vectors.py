@@ -58,7 +58,7 @@ class VectorIndex:
 
     def __init__(self, *, cells, lon, lat, parents, resolution, dim, metric, backend,
                  vectors=None, conn=None, name=None, model_hash=None, ef_search=100,
-                 exact_max=20000):
+                 exact_max=50000):
         self.cells, self.lon, self.lat = cells, lon, lat
         self.parents = dict(parents)
         self.resolution, self.dim, self.metric, self.backend = resolution, dim, metric, backend
@@ -82,7 +82,7 @@ class VectorIndex:
               backend: str = "exact", metric: str = "cosine", dsn: str | None = None,
               data_dir: str | os.PathLike | None = None, name: str = "vectorgeo",
               model_hash: str | None = None, m: int = 16, ef_construction: int = 64,
-              ef_search: int = 100, exact_max: int = 20000, if_exists: str = "replace"):
+              ef_search: int = 100, exact_max: int = 50000, if_exists: str = "replace"):
         """Index ``vectors`` (``(n, D)``, float) of H3 ``cells`` (n uint64, one resolution).
 
         ``lon``/``lat`` default to the cell centres; ``parents`` ({level: ids}) default to
@@ -190,7 +190,7 @@ class VectorIndex:
     @classmethod
     def open(cls, name: str = "vectorgeo", *, dsn: str | None = None,
              data_dir: str | os.PathLike | None = None, ef_search: int = 100,
-             exact_max: int = 20000):
+             exact_max: int = 50000):
         """Open an index built earlier with ``backend="pgvector"`` (it persists)."""
         from . import _vectors_pg as _pg
 
@@ -315,9 +315,22 @@ class VectorIndex:
     # -- region filters ------------------------------------------------------------------
     def _within(self, within):
         """The rows of ``within`` (a :class:`~stengine.learn._vectors_region.Filter`)."""
+        import shapely
+
         from . import _vectors_region as _rg
 
-        return _rg.rows_within(self, within)
+        # the last few regions are kept: a viewer or a batch asks the same region again
+        key = (tuple(map(float, within)) if isinstance(within, tuple) and len(within) == 4
+               else shapely.to_wkb(within) if isinstance(within, shapely.Geometry) else None)
+        cache = self.__dict__.setdefault("_filters", {})
+        if key is not None and key in cache:
+            return cache[key]
+        flt = _rg.rows_within(self, within)
+        if key is not None:
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            cache[key] = flt
+        return flt
 
     # -- for maps ------------------------------------------------------------------------
     def vectors(self) -> np.ndarray:

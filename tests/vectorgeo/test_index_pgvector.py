@@ -73,7 +73,7 @@ def _country(name):
     return g.loc[g["name"] == name, "geometry"].iloc[0]
 
 
-@pytest.mark.parametrize("exact_max", [20000, 500])
+@pytest.mark.parametrize("exact_max", [50000, 500])
 @pytest.mark.parametrize("region", ["bbox", "brazil", "triangle"])
 def test_recall_filtered(pair, region, exact_max):
     """Small filters scan exactly; large ones (exact_max=500) use the iterative HNSW scan."""
@@ -86,8 +86,8 @@ def test_recall_filtered(pair, region, exact_max):
         outside = _queries(exact, 10, 2)
         r2 = _recall(exact, pg, outside, within)        # the query cell outside the region
     finally:
-        pg.exact_max = 20000
-    assert min(r, r2) >= (0.999 if exact_max == 20000 else 0.95)
+        pg.exact_max = 50000
+    assert min(r, r2) >= (0.999 if exact_max == 50000 else 0.95)
     res = pg.similar(int(outside[0]), k=K, within=within)
     geom = shapely.box(*within) if isinstance(within, tuple) else within
     assert shapely.intersects_xy(geom, res.lon, res.lat).all()
