@@ -68,6 +68,12 @@ class StDataArrayAccessor:
 
         return get_grid(self._obj)
 
+    def map(self, vis=None, **kwargs):
+        """A notebook map of this chain's tiles: :class:`stengine.viz.map.Map`."""
+        from .viz.map import Map
+
+        return Map(self._obj, vis, **kwargs)
+
 
 @xr.register_dataset_accessor("st")
 class StDatasetAccessor:
