@@ -12,7 +12,7 @@ import numpy as np
 import xarray as xr
 
 from .._backends import is_dask
-from ..cube import check_raster
+from ..cube import check_dtype, check_raster
 from ..errors import DimensionError
 from ._kernel import Kernel
 from ._lift import empty_like_block, meta_like
@@ -88,7 +88,8 @@ def composite(cube, how: str = "median", *, dim: str = "time", dims=None):
     """
     if how not in _cpu.HOW:
         raise ValueError(f"composite: how must be one of {sorted(_cpu.HOW)}; got {how!r}")
-    check_raster(cube, dims, op="composite")
+    check_raster(cube, dims, op="composite", name="cube")
+    check_dtype(cube, "iuf", op="composite", name="cube")
     if dim not in cube.dims:
         raise DimensionError(f"composite reduces over dim {dim!r}; got dims {cube.dims}. "
                              "Pass dim= or rename.")
@@ -157,7 +158,8 @@ def quality_mosaic(cube, by, *, dim: str = "time", band_dim: str = "band", dims=
     >>> c.st.quality_mosaic("ndvi").values.ravel()
     array([2. , 0.9])
     """
-    check_raster(cube, dims, op="quality_mosaic")
+    check_raster(cube, dims, op="quality_mosaic", name="cube")
+    check_dtype(cube, "iuf", op="quality_mosaic", name="cube")
     if dim not in cube.dims:
         raise DimensionError(f"quality_mosaic needs dim {dim!r}; got dims {cube.dims}")
     if isinstance(by, str):
@@ -179,6 +181,7 @@ def quality_mosaic(cube, by, *, dim: str = "time", band_dim: str = "band", dims=
     else:
         raise TypeError(f"quality_mosaic: by must be a band name or a DataArray; got "
                         f"{type(by).__name__}")
+    check_dtype(q, "iuf", op="quality_mosaic", name="by")
     qrest = [d for d in q.dims if d != dim]
     extra = [d for d in cube.dims if d != dim and d not in qrest]
     x = cube.transpose(dim, *extra, *qrest)

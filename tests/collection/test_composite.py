@@ -119,3 +119,13 @@ def test_errors():
         ops.quality_mosaic(_bands_cube(), "swir")
     with pytest.raises(DimensionError, match="must have dim"):
         ops.quality_mosaic(_bands_cube(), xr.DataArray(np.zeros(SHAPE), dims=("y", "x")))
+
+
+def test_bad_dtype_and_type():
+    c = _cube()
+    with pytest.raises(TypeError, match="cube"):
+        ops.composite(c.astype("c8"))
+    with pytest.raises(TypeError, match="cube"):
+        ops.composite(c.values)
+    with pytest.raises(TypeError, match="by"):
+        ops.quality_mosaic(_bands_cube(), _bands_cube().isel(band=0, drop=True).astype(bool))
