@@ -22,10 +22,11 @@ __all__ = ["build_overviews", "Pyramid"]
 METHODS = ("mean", "mode", "nearest")
 
 
-def _mode_block(a, axis):
-    # a: (..., ny, 2, nx, 2) reshaped by coarsen.reduce; most common value of each 2x2
-    flat = np.moveaxis(a, axis, (-2, -1)).reshape(*np.delete(a.shape, axis), 4)
-    flat = np.sort(flat, axis=-1)
+def _mode2x2(block):
+    """Most common value of each 2×2 cell of a (..., 2m, 2n) block (ties: the smallest)."""
+    *lead, h, w = block.shape
+    cells = block.reshape(*lead, h // 2, 2, w // 2, 2).swapaxes(-3, -2)
+    flat = np.sort(cells.reshape(*lead, h // 2, w // 2, 4), axis=-1)
     counts = (flat[..., :, None] == flat[..., None, :]).sum(-1)
     return np.take_along_axis(flat, counts.argmax(-1)[..., None], -1)[..., 0]
 
@@ -39,10 +40,19 @@ def _halve(da, method: str):
     da = da.isel(y=slice(0, ny), x=slice(0, nx))
     if method == "nearest":
         out = da.isel(y=slice(0, None, 2), x=slice(0, None, 2))
+    elif method == "mean":
+        out = da.coarsen(y=2, x=2, boundary="trim").mean()
     else:
-        c = da.coarsen(y=2, x=2, boundary="trim")
-        out = c.mean() if method == "mean" else c.reduce(_mode_block)
-        out = out.astype(da.dtype) if method == "mode" else out
+        # even chunks so each block holds whole 2x2 cells
+        even = {d: max(2 * (c[0] // 2), 2) for d, c in zip(da.dims, da.chunks or (), strict=False)
+                if d in ("y", "x")}
+        data = da.chunk(even).data if da.chunks else da.data
+        if hasattr(data, "map_blocks"):
+            halved = (*data.chunks[:-2], *(tuple(n // 2 for n in c) for c in data.chunks[-2:]))
+            red = data.map_blocks(_mode2x2, chunks=halved, dtype=data.dtype)
+        else:
+            red = _mode2x2(np.asarray(data))
+        out = da.isel(y=slice(0, None, 2), x=slice(0, None, 2)).copy(data=red)
     t = g.transform @ g.transform.scale(2, 2)
     return set_grid(out.drop_vars(["y", "x", "spatial_ref"], errors="ignore"),
                     Grid(g.crs, t, (ny // 2, nx // 2)), dims=("y", "x"))

@@ -57,3 +57,18 @@ def test_low_zoom_tiles_read_no_full_resolution_chunk(pyramid, reads):
     reads.keys.clear()
     reg.tile_png(lid, 15, x, y)
     assert not reads.keys and reg.cache_info()["hits"] == 1
+
+
+def test_mode_level_is_the_most_common_class(tmp_path):
+    from stengine.testing import make_cube
+    da = make_cube((64, 96), classes=5, seed=1, nan_fraction=0).chunk({"y": 16, "x": 24})
+    stengine.to_zarr(da, tmp_path / "c.zarr")
+    pyr = O.build_overviews(tmp_path / "c.zarr", method="mode", min_size=16, chunks=16)
+    full = da.values
+    cells = full.reshape(32, 2, 48, 2).swapaxes(1, 2).reshape(32, 48, 4)
+    ref = np.array([[min(np.unique(c, return_counts=True)[0][
+        np.unique(c, return_counts=True)[1] == np.unique(c, return_counts=True)[1].max()])
+        for c in row] for row in cells])
+    lev = pyr.open_level(1)
+    assert lev.dtype == full.dtype
+    np.testing.assert_array_equal(lev.values, ref)
