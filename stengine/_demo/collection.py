@@ -44,13 +44,12 @@ def run(ctx) -> list[tuple[str, str]]:
     rows.append(("max-NDVI mosaic", f"{filled:.1%} pixels filled, mean NDVI "
                  f"{float(np.nanmean(best_ndvi.values)):.3f} ({time.perf_counter() - t1:.1f} s)"))
     rows.append(("median composite red (×10⁴)", f"{float(np.nanmean(median.sel(band='red'))):.0f}"))
-    export_html = getattr(viz, "export_html", None)
-    export_video = getattr(viz, "export_video", None)
+    export_html, export_video = _exporters()
     if export_html is not None and export_video is not None:
         try:
             w, s, e, n = (float(v) for v in _bounds(col))
-            page = export_html({"max NDVI": best_ndvi}, (w, s, e, n), (12, 14),
-                               ctx.out / "collection_map.html")
+            page = export_html([best_ndvi], (w, s, e, n), (12, 13),
+                               ctx.out / "collection_map")
             video = export_video(ndvi, ctx.out / "collection_ndvi.mp4", fps=2)
             rows.append(("map page, video", f"{page}, {video}"))
         except Exception as exc:  # noqa: BLE001 - the viz API is another part's; report it
@@ -62,6 +61,16 @@ def run(ctx) -> list[tuple[str, str]]:
                       vmin=0, vmax=0.8, title="max-NDVI quality mosaic (synthetic scenes)")
     rows.append(("quicklook", p.name))
     return rows
+
+
+def _exporters():
+    """``export_html``, ``export_video`` from stengine.viz (or its export module), or Nones."""
+    try:
+        from ..viz import export as ex
+    except ImportError:
+        ex = None
+    pick = [getattr(viz, n, None) or getattr(ex, n, None) for n in ("export_html", "export_video")]
+    return pick[0], pick[1]
 
 
 def _bounds(col):
