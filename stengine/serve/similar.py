@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import IndexRangeError, VectorIndexError
+from stengine.errors import IndexRangeError, VectorIndexError
 
 __all__ = ["make_router", "create_viewer_app"]
 
@@ -63,7 +63,7 @@ def render_tile(index, colours: _Colours, z: int, x: int, y: int) -> bytes:
     """PNG (RGBA) of EPSG:4326 tile ``z/x/y``: each pixel takes its centre's cell colour."""
     from PIL import Image
 
-    from ..index import h3 as sth3
+    from stengine.index import h3 as sth3
 
     span = 180.0 / 2**z
     step = span / TILE
@@ -87,7 +87,7 @@ def render_tile(index, colours: _Colours, z: int, x: int, y: int) -> bytes:
 
 @functools.lru_cache(maxsize=1)
 def _countries_geojson() -> bytes:
-    from ..datasets import naturalearth_countries
+    from stengine.datasets import naturalearth_countries
 
     g = naturalearth_countries()[["name", "geometry"]]
     return g.to_json(drop_id=True).encode()
@@ -107,7 +107,7 @@ def _parse_bbox(bbox: str | None):
 
 def answer(index, *, lon=None, lat=None, cell=None, k=10, bbox=None) -> dict:
     """The JSON answer of the ``similar`` route (also usable without HTTP)."""
-    from ..index import h3 as sth3
+    from stengine.index import h3 as sth3
 
     within = _parse_bbox(bbox)
     if cell is not None:
@@ -142,7 +142,7 @@ def make_router(index=None, *, max_k: int = 200):
     from fastapi import APIRouter, HTTPException, Query, Request
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-    from ..web import leaflet_dir
+    from stengine.web import leaflet_dir
 
     router = APIRouter()
     cache: dict[int, _Colours] = {}
