@@ -100,12 +100,13 @@ def overview_tile(size):
     orig = LocalStore.get
 
     async def get(self, key, *a, **k):
-        if self.root.name == store.name and "/c/" in key:
+        if self.root.name == store.name and key.startswith("landcover/c/"):  # data chunks
             reads.append(key)
         return await orig(self, key, *a, **k)
 
     def run():
         reg.cache_clear()
+        reads.clear()
         LocalStore.get = get
         try:
             return reg.tile_png(lid, z, x, y)
@@ -114,4 +115,4 @@ def overview_tile(size):
 
     yield Case("stengine", run, items=65536,
                note=f"level {pyr.level_for_zoom(z)} of {pyr.levels}",
-               info=lambda: {"full_res_chunks_read": len(reads)})
+               info=lambda: {"full_res_chunks_read": len(reads), "level": pyr.level_for_zoom(z)})

@@ -9,6 +9,7 @@ previous *written* level, so building level ``k`` never reads full resolution ag
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,12 @@ class Pyramid:
     def __post_init__(self):
         object.__setattr__(self, "store", Path(self.store))
 
+    @functools.cached_property
+    def grid(self):
+        """The level-0 grid (read once: opening the store reads its coordinate chunks)."""
+        from ..cube.conventions import get_grid
+        return get_grid(self.open_level(0), dims=("y", "x"))
+
     @property
     def levels(self) -> int:
         root = Path(f"{self.store}.overviews")
@@ -112,9 +119,8 @@ class Pyramid:
         Pixel sizes are compared in metres at the data's centre (source units for a
         projected CRS, degrees × 111 km × cos(lat) for a geographic one).
         """
-        from ..cube.conventions import get_grid
         from .tiles import ORIGIN, TILE
-        g = get_grid(self.open_level(0), dims=("y", "x"))
+        g = self.grid
         res = abs(g.transform.a)
         if g.crs is not None and g.crs.is_geographic:
             lat = g.transform.f + g.transform.e * g.shape[0] / 2
