@@ -12,7 +12,20 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-__all__ = ["quicklook", "cell_map"]
+__all__ = ["quicklook", "cell_map", "export_html", "export_video", "Map", "Vis", "TileRegistry",
+           "build_overviews"]
+
+# map, tile and export names load on first use (ipyleaflet, imageio are the `maps` extra)
+_LAZY = {"export_html": "export", "export_video": "export", "Map": "map", "Vis": "tiles",
+         "TileRegistry": "tiles", "build_overviews": "overviews"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _figure(width_px, height_px, dpi=100):
