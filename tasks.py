@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
-EXTRAS = {"demo": [], "test": ["test"], "bench": ["bench"]}
+EXTRAS = {"demo": ["learn", "maps"], "test": ["test"], "bench": ["bench"]}
 
 
 def _ensure_env(extras: list[str]) -> None:
