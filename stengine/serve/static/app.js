@@ -65,13 +65,15 @@ function plot(job) {
   g.fillText(job.id + ": " + job.status + " " + job.progress + " %", 6, 26);
 }
 
+const mib = (b) => Math.round((b || 0) / 2 ** 20);
+
 async function cluster() {
   const c = await get("/cluster");
   const gpu = JSON.stringify(c.gpus);
   $("#cluster").textContent =
     "scheduler " + c.scheduler + "\nworkers " + c.workers.length + ", threads " + c.threads +
-    "\n" + c.workers.map((w) => w.address + "  memory " + (w.memory || 0) + " / " +
-    (w.memory_limit || 0)).join("\n") + "\nGPUs " + gpu +
+    "\n" + c.workers.map((w) => w.address + "  memory " + mib(w.memory) + " / " +
+    mib(w.memory_limit) + " MiB").join("\n") + "\nGPUs " + gpu +
     (c.dashboard ? "\ndashboard " + c.dashboard : "");
 }
 
