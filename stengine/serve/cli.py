@@ -28,6 +28,8 @@ def parser() -> argparse.ArgumentParser:
                    "(default: a local cluster)")
     p.add_argument("--state", default=os.environ.get("STENGINE_STATE", "stengine-state"),
                    help="state directory (SQLite, token, key, job results)")
+    p.add_argument("--token-file", default=None,
+                   help="file holding the access token (default: STATE/token, made on first start)")
     p.add_argument("--ssl-certfile", default=None)
     p.add_argument("--ssl-keyfile", default=None)
     p.add_argument("--workers-threads", type=int, default=2, help="threads of the local worker")
@@ -41,13 +43,23 @@ def main(argv=None) -> int:
     if bool(a.ssl_certfile) != bool(a.ssl_keyfile):
         print("stengine serve: give both --ssl-certfile and --ssl-keyfile", file=sys.stderr)
         return 2
-    if not is_loopback(a.host) and not read_token(state):
+    file_token = None
+    if a.token_file:
+        try:
+            file_token = Path(a.token_file).read_text().strip()
+        except OSError as e:
+            print(f"stengine serve: --token-file {a.token_file}: {e.strerror}", file=sys.stderr)
+            return 2
+        if not file_token:
+            print(f"stengine serve: --token-file {a.token_file} is empty", file=sys.stderr)
+            return 2
+    if not is_loopback(a.host) and not (file_token or read_token(state)):
         print(f"stengine serve: refusing to bind {a.host} (not loopback) without a token: "
               f"set $STENGINE_TOKEN or write one to {state / 'token'} (mode 0600), or start "
               "once on 127.0.0.1 to generate it", file=sys.stderr)
         return 2
     state.mkdir(parents=True, exist_ok=True)
-    token, created = ensure_token(state)
+    token, created = (file_token, False) if file_token else ensure_token(state)
     if created:
         print(f"stengine serve: new access token (saved to {state / 'token'}, mode 0600):\n"
               f"  {token}", flush=True)
