@@ -71,4 +71,6 @@ def main(out="stengine-demo", *, quick: bool = False, steps=None, address=None) 
         summary.append(("total time", f"{time.perf_counter() - t_start:.1f} s"))
     print()
     _print_table(summary)
+    print(f"\nserve these outputs: stengine serve --state {out / 'serve-state'}  "
+          "(then register a source, e.g. a GeoTIFF under the outputs, at http://127.0.0.1:8000/)")
     return 0
