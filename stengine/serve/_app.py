@@ -278,6 +278,9 @@ def create_app(state_dir, *, scheduler=None, token=None, cluster_kwargs=None) ->
                     "dashboard_address") or scheduler else None}
 
     app.include_router(api)
+    from ._models import make_router as models_router
+    app.include_router(models_router(state, ApiError), prefix="/models",
+                       dependencies=[Depends(auth)])
     for prefix, mod in (("/similar", "similar"), ("/tiles", "tiles")):
         try:
             import importlib

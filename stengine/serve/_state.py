@@ -22,6 +22,13 @@ CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, spec T
     status TEXT NOT NULL, progress REAL NOT NULL DEFAULT 0, metrics TEXT NOT NULL DEFAULT '{}',
     log TEXT NOT NULL DEFAULT '', created REAL NOT NULL, started REAL, ended REAL,
     error TEXT, result TEXT);
+CREATE TABLE IF NOT EXISTS models (name TEXT PRIMARY KEY, created REAL NOT NULL,
+    last_version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS model_versions (name TEXT NOT NULL, version INTEGER NOT NULL,
+    record TEXT NOT NULL, path TEXT NOT NULL, origin TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (name, version));
+CREATE TABLE IF NOT EXISTS model_aliases (name TEXT NOT NULL, alias TEXT NOT NULL,
+    version INTEGER NOT NULL, PRIMARY KEY (name, alias));
 """
 
 
