@@ -59,6 +59,8 @@ def create_app(state_dir, *, scheduler=None, token=None, cluster_kwargs=None) ->
         The bearer token; default ``$STENGINE_TOKEN`` or ``<state>/token`` (made if missing).
     """
     state = State(state_dir)
+    from ._models import ModelStore
+    models_store = ModelStore(state)
     if token is None:
         token, _ = ensure_token(state.dir)
     ck = {"processes": False, "n_workers": 1, "threads_per_worker": 2,
@@ -230,8 +232,12 @@ def create_app(state_dir, *, scheduler=None, token=None, cluster_kwargs=None) ->
             raise ApiError(422, str(e), e.field) from None
         if state.source(spec["source"]) is None:
             raise ApiError(422, f"no source named {spec['source']!r}", "source")
+        if spec["kind"] == "predict":
+            spec = models_store.check_predict_job(spec, spec_of(spec["source"]), ApiError)
         jid = state.add_job(spec["kind"], spec)
-        state.log_job(jid, f"submitted: {len(spec['ops'])} op(s) on {spec['source']!r}")
+        what = (f"{len(spec['ops'])} op(s)" if spec["kind"] == "ops"
+                else f"model {spec['model']!r} v{spec['version']}")
+        state.log_job(jid, f"submitted: {what} on {spec['source']!r}")
         request.app.state.runner.submit(jid)
         return job_of(jid)
 
@@ -279,7 +285,7 @@ def create_app(state_dir, *, scheduler=None, token=None, cluster_kwargs=None) ->
 
     app.include_router(api)
     from ._models import make_router as models_router
-    app.include_router(models_router(state, ApiError), prefix="/models",
+    app.include_router(models_router(models_store, ApiError), prefix="/models",
                        dependencies=[Depends(auth)])
     for prefix, mod in (("/similar", "similar"), ("/tiles", "tiles")):
         try:

@@ -11,7 +11,7 @@ import numpy as np
 from ..io._sources_secrets import redact_text
 from ..io.sources import open_source
 
-JOB_KINDS = ("ops",)
+JOB_KINDS = ("ops", "predict")
 #: op -> (allowed arguments, required arguments)
 OPS: dict[str, tuple[set, set]] = {
     "local_reclassify": ({"mapping", "default", "nodata", "dtype"}, {"mapping"}),
@@ -35,12 +35,15 @@ def validate(body) -> dict:
     """The job spec of a POST /jobs body, or :class:`JobError`."""
     if not isinstance(body, dict):
         raise JobError("expected a JSON object", "body")
-    extra = sorted(set(body) - {"kind", "source", "ops", "resources"})
-    if extra:
-        raise JobError(f"unknown field {extra[0]!r}", extra[0])
     kind = body.get("kind")
     if kind not in JOB_KINDS:
         raise JobError(f"kind must be one of {JOB_KINDS}; got {kind!r}", "kind")
+    if kind == "predict":
+        from ._models import validate_predict_job
+        return validate_predict_job(body, JobError)
+    extra = sorted(set(body) - {"kind", "source", "ops", "resources"})
+    if extra:
+        raise JobError(f"unknown field {extra[0]!r}", extra[0])
     if not isinstance(body.get("source"), str):
         raise JobError("source must be the name of a registered source", "source")
     ops = body.get("ops")
@@ -130,7 +133,14 @@ class Runner:
         from distributed import futures_of
         st, t0 = self.state, time.time()
         da = open_source(src)
-        for op in spec["ops"]:
+        if spec["kind"] == "predict":
+            from ..learn import predict
+            st.log_job(jid, f"model {spec['model']!r} v{spec['version']} "
+                       f"({spec['sha256'][:12]})")
+            da = predict(spec["model_path"], da, match="position", client=self.client,
+                         output=spec.get("output"),
+                         resources=spec["resources"] or None, progress=False)
+        for op in spec.get("ops", ()):
             da = apply_op(da, op)
         x = self.client.persist(da, resources=spec["resources"] or None)
         futs = futures_of(x)
@@ -164,7 +174,7 @@ class Runner:
         d = self.state.dir / "jobs" / jid
         d.mkdir(parents=True, exist_ok=True)
         arr = np.asarray(out.values)
-        if spec["ops"][-1]["op"] in TERMINAL or arr.size <= 64:
+        if spec["kind"] == "ops" and (spec["ops"][-1]["op"] in TERMINAL or arr.size <= 64):
             data = {"dims": list(out.dims), "values": arr.tolist(),
                     "coords": {k: np.asarray(v).tolist() for k, v in out.coords.items()
                                if k in out.dims}}

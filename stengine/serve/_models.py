@@ -203,6 +203,14 @@ class ModelStore:
         self.state._tx("DELETE FROM model_versions WHERE name=? AND version=?", (name, v))
         shutil.rmtree(self.root / name / str(v), ignore_errors=True)
 
+    def check_predict_job(self, spec: dict, src, api_error) -> dict:
+        """A predict job's spec with the model version pinned (``version``, ``model_path``,
+        ``sha256``), or ``api_error`` 422 naming ``model``/``version``/``alias``/``source``."""
+        try:
+            return _pin(self, spec, src)
+        except ModelError as e:
+            raise api_error(e.status, str(e), e.field) from None
+
     def resolve(self, name: str, version=None, alias=None) -> dict:
         """The version record a predict/job asks for (default: alias production, else
         the latest)."""
@@ -229,6 +237,58 @@ class ModelStore:
 
 
 # --------------------------------------------------------------------------- predict
+
+def validate_predict_job(body: dict, job_error) -> dict:
+    """The spec of a ``{"kind": "predict", "source", "model", "version"/"alias"}`` job."""
+    extra = sorted(set(body) - {"kind", "source", "model", "version", "alias", "output",
+                                "resources"})
+    if extra:
+        raise job_error(f"unknown field {extra[0]!r}", extra[0])
+    if not isinstance(body.get("source"), str):
+        raise job_error("source must be the name of a registered source", "source")
+    if not isinstance(body.get("model"), str):
+        raise job_error("model must be the name of a registered model", "model")
+    if body.get("output") not in (None, "class", "proba", "raw"):
+        raise job_error(f"output must be 'class', 'proba' or 'raw'; got {body['output']!r}",
+                        "output")
+    res = body.get("resources") or {}
+    if not isinstance(res, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+            for v in res.values()):
+        raise job_error("resources must map names to positive numbers, e.g. {'GPU': 1}",
+                        "resources")
+    return {"kind": "predict", "source": body["source"], "model": body["model"],
+            "version": body.get("version"), "alias": body.get("alias"),
+            "output": body.get("output"), "resources": res}
+
+
+def _check_source(spec: dict, rec: dict, src) -> None:
+    from ..io.sources import open_source
+    da = open_source(src)
+    bands = int(np.prod([n for d, n in da.sizes.items() if d not in ("y", "x")] or [1]))
+    takes = (f"model {rec['name']!r} v{rec['version']} takes {rec['n_bands']} band(s) "
+             f"{rec['bands']} of {rec['dtype']}")
+    if np.dtype(da.dtype).kind not in "iuf":
+        raise ModelError(422, f"source {spec['source']!r} has dtype {da.dtype}; {takes}",
+                         "source")
+    if bands != rec["n_bands"]:
+        raise ModelError(422, f"source {spec['source']!r} has {bands} band(s); {takes}",
+                         "source")
+    if min(da.sizes.get("y", 0), da.sizes.get("x", 0)) < rec["patch_size"]:
+        raise ModelError(422, f"source {spec['source']!r} ({dict(da.sizes)}) is smaller than "
+                         f"the model's patch ({rec['patch_size']} pixels)", "source")
+
+
+def _pin(store, spec, src) -> dict:
+    try:
+        rec = store.resolve(spec["model"], spec["version"], spec["alias"])
+    except ModelError as e:
+        raise ModelError(422, str(e), "model" if e.field == "name" else e.field) from None
+    _check_source(spec, rec, src)
+    return {**spec, "version": rec["version"], "model_path": rec["path"],
+            "sha256": rec["sha256"]}
+
+
 
 def _load(location):
     from ..learn.registry import load
@@ -269,9 +329,8 @@ def check_input(x, rec: dict) -> np.ndarray:
 
 # --------------------------------------------------------------------------- routes
 
-def make_router(state, api_error) -> APIRouter:
-    """The ``/models`` routes over ``state`` (``api_error(status, detail, field)``)."""
-    store = ModelStore(state)
+def make_router(store: ModelStore, api_error) -> APIRouter:
+    """The ``/models`` routes over ``store`` (``api_error(status, detail, field)``)."""
     r = APIRouter()
 
     def guard(f, *a, **kw):

@@ -172,3 +172,55 @@ def test_models_survive_restart(tmp_path, arts):
         np.testing.assert_allclose(np.array(p["output"]), a.run(x), rtol=1e-5, atol=1e-6)
         assert c.post("/models/u/versions", json={"path": a.path}).json()["version"] == 3
         c.close()
+
+
+def test_predict_job_matches_learn_predict(server, arts, tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from stengine.io.sources import SourceSpec, open_source
+    from stengine.learn import predict
+
+    from .conftest import wait_job
+    c = server.client
+    a, _b, _onnx = arts
+    rng = np.random.default_rng(1)
+    paths = {}
+    for n in (3, 2):
+        p = tmp_path / f"img{n}.tif"
+        with rasterio.open(p, "w", driver="GTiff", width=40, height=32, count=n,
+                           dtype="float32", crs="EPSG:4326",
+                           transform=from_origin(10, 50, 0.01, 0.01)) as f:
+            f.write(rng.normal(size=(n, 32, 40)).astype("float32"))
+        paths[n] = p
+        c.post("/sources", json={"name": f"img{n}", "kind": "geotiff", "location": str(p)})
+    c.post("/models/unet/versions", json={"path": a.path})
+    c.put("/models/unet/aliases/production", json={"version": 1})
+    r = c.post("/jobs", json={"kind": "predict", "source": "img3", "model": "unet"})
+    assert r.status_code == 202, r.text
+    assert r.json()["spec"]["version"] == 1
+    j = wait_job(c, r.json()["id"], timeout=60)
+    assert j["status"] == "succeeded", j
+    import zarr
+    got = zarr.open_array(j["result"]["path"], mode="r")[...]
+    da = open_source(SourceSpec.from_dict({"kind": "geotiff", "location": str(paths[3])}))
+    want = predict(a, da, match="position", progress=False).values
+    np.testing.assert_array_equal(got, want)
+    assert got.shape == (32, 40) and got.dtype == np.int16
+    r = c.post("/jobs", json={"kind": "predict", "source": "img3", "model": "unet",
+                              "version": 1, "output": "raw"})
+    j = wait_job(c, r.json()["id"], timeout=60)
+    assert j["status"] == "succeeded", j
+    got = zarr.open_array(j["result"]["path"], mode="r")[...]
+    want = predict(a, da, match="position", output="raw", progress=False).values
+    assert got.shape == (2, 32, 40) and np.std(got) > 0  # real outputs, not a constant
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for body, field in [
+            ({"kind": "predict", "source": "img2", "model": "unet"}, "source"),
+            ({"kind": "predict", "source": "img3", "model": "nope"}, "model"),
+            ({"kind": "predict", "source": "img3", "model": "unet", "version": 5}, "version"),
+            ({"kind": "predict", "source": "img3", "model": "unet", "ops": []}, "ops")]:
+        r = c.post("/jobs", json=body)
+        assert r.status_code == 422 and r.json()["field"] == field, r.text
+    assert "2 band(s)" in c.post("/jobs", json={"kind": "predict", "source": "img2",
+                                               "model": "unet"}).json()["detail"]
