@@ -116,6 +116,8 @@ class ModelStore:
         self.state = state
         self.root = state.dir / "models"
         self.root.mkdir(exist_ok=True)
+        for t in self.root.glob("*/.tmp-*"):  # left by a service killed mid-upload
+            shutil.rmtree(t, ignore_errors=True)
 
     def _one(self, sql, args=()):
         rows = self.state._all(sql, args)

@@ -162,7 +162,10 @@ def test_models_survive_restart(tmp_path, arts):
         c.put("/models/u/aliases/production", json={"version": 1})
         c.put("/models/u/aliases/staging", json={"version": 2})
         c.close()
+    left = tmp_path / "state" / "models" / "u" / ".tmp-dead"  # a killed upload
+    (left / "artefact").mkdir(parents=True)
     with Server(create_app(tmp_path / "state", token=TOKEN)) as s:
+        assert not left.exists()
         c = httpx.Client(base_url=s.url, headers=h, timeout=30)
         m = c.get("/models/u").json()
         assert [v["version"] for v in m["versions"]] == [1, 2]
