@@ -76,10 +76,16 @@ def create_app(state_dir, *, scheduler=None, token=None, cluster_kwargs=None) ->
         if scheduler:
             client = await run_in_threadpool(Client, scheduler, timeout="10s")
         else:
-            cluster = await run_in_threadpool(lambda: LocalCluster(**ck))
+            import dask
+
+            def make():  # a task whose worker dies is retried once, then KilledWorker
+                with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+                    return LocalCluster(**ck)
+            cluster = await run_in_threadpool(make)
             client = await run_in_threadpool(Client, cluster)
         app.state.client = client
         app.state.runner = Runner(state, client)
+        app.state.runner.models = models_store
         try:
             yield
         finally:
@@ -234,8 +240,17 @@ def create_app(state_dir, *, scheduler=None, token=None, cluster_kwargs=None) ->
             raise ApiError(422, f"no source named {spec['source']!r}", "source")
         if spec["kind"] == "predict":
             spec = models_store.check_predict_job(spec, spec_of(spec["source"]), ApiError)
+        if spec["kind"] == "train":
+            from ._learn_jobs import check_train_job
+            if spec["labels"] is not None and state.source(spec["labels"]) is None:
+                raise ApiError(422, f"no source named {spec['labels']!r}", "labels")
+            check_train_job(spec, spec_of, ApiError)
+        if spec["kind"] == "embed":
+            from ._learn_jobs import check_embed_job
+            spec = check_embed_job(models_store, spec, spec_of(spec["source"]), ApiError)
         jid = state.add_job(spec["kind"], spec)
         what = (f"{len(spec['ops'])} op(s)" if spec["kind"] == "ops"
+                else f"train {spec['model']['builder']!r}" if spec["kind"] == "train"
                 else f"model {spec['model']!r} v{spec['version']}")
         state.log_job(jid, f"submitted: {what} on {spec['source']!r}")
         request.app.state.runner.submit(jid)

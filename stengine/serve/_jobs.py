@@ -11,7 +11,7 @@ import numpy as np
 from ..io._sources_secrets import redact_text
 from ..io.sources import open_source
 
-JOB_KINDS = ("ops", "predict")
+JOB_KINDS = ("ops", "predict", "train", "embed")
 #: op -> (allowed arguments, required arguments)
 OPS: dict[str, tuple[set, set]] = {
     "local_reclassify": ({"mapping", "default", "nodata", "dtype"}, {"mapping"}),
@@ -41,6 +41,12 @@ def validate(body) -> dict:
     if kind == "predict":
         from ._models import validate_predict_job
         return validate_predict_job(body, JobError)
+    if kind == "train":
+        from ._learn_jobs import validate_train_job
+        return validate_train_job(body, JobError)
+    if kind == "embed":
+        from ._learn_jobs import validate_embed_job
+        return validate_embed_job(body, JobError)
     extra = sorted(set(body) - {"kind", "source", "ops", "resources"})
     if extra:
         raise JobError(f"unknown field {extra[0]!r}", extra[0])
@@ -103,6 +109,7 @@ class Runner:
         self.state, self.client, self.poll = state, client, poll
         self.cancelled: set[str] = set()
         self.threads: dict[str, threading.Thread] = {}
+        self.models = None  # the app's ModelStore (train jobs register versions in it)
 
     def submit(self, jid: str) -> None:
         t = threading.Thread(target=self._run, args=(jid,), name=f"job-{jid}", daemon=True)
@@ -132,6 +139,12 @@ class Runner:
     def _execute(self, jid, spec, src):
         from distributed import futures_of
         st, t0 = self.state, time.time()
+        if spec["kind"] == "train":
+            from ._learn_jobs import run_train
+            return run_train(self, jid, spec, src)
+        if spec["kind"] == "embed":
+            from ._learn_jobs import run_embed
+            return run_embed(self, jid, spec, src)
         da = open_source(src)
         if spec["kind"] == "predict":
             from ..learn import predict
