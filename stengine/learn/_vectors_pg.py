@@ -168,7 +168,7 @@ def _ids_literal(a: np.ndarray) -> str:
     return "{" + ",".join(map(str, np.asarray(a, np.uint64).view(np.int64).tolist())) + "}"
 
 
-def search(conn, name, q, k, metric, *, ef_search=100, n_total, flt=None, cells=None,
+def search(conn, name, q, k, metric, *, ef_search=120, n_total, flt=None, cells=None,
            exact_max=50000, filtered_ef=200):
     """k nearest: (cells uint64, distances float64), sorted; ``flt`` a region Filter.
 

@@ -57,7 +57,7 @@ class VectorIndex:
     """
 
     def __init__(self, *, cells, lon, lat, parents, resolution, dim, metric, backend,
-                 vectors=None, conn=None, name=None, model_hash=None, ef_search=100,
+                 vectors=None, conn=None, name=None, model_hash=None, ef_search=120,
                  exact_max=50000):
         self.cells, self.lon, self.lat = cells, lon, lat
         self.parents = dict(parents)
@@ -82,7 +82,7 @@ class VectorIndex:
               backend: str = "exact", metric: str = "cosine", dsn: str | None = None,
               data_dir: str | os.PathLike | None = None, name: str = "vectorgeo",
               model_hash: str | None = None, m: int = 16, ef_construction: int = 64,
-              ef_search: int = 100, exact_max: int = 50000, if_exists: str = "replace"):
+              ef_search: int = 120, exact_max: int = 50000, if_exists: str = "replace"):
         """Index ``vectors`` (``(n, D)``, float) of H3 ``cells`` (n uint64, one resolution).
 
         ``lon``/``lat`` default to the cell centres; ``parents`` ({level: ids}) default to
@@ -189,7 +189,7 @@ class VectorIndex:
 
     @classmethod
     def open(cls, name: str = "vectorgeo", *, dsn: str | None = None,
-             data_dir: str | os.PathLike | None = None, ef_search: int = 100,
+             data_dir: str | os.PathLike | None = None, ef_search: int = 120,
              exact_max: int = 50000):
         """Open an index built earlier with ``backend="pgvector"`` (it persists)."""
         from . import _vectors_pg as _pg

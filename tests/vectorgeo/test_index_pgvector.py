@@ -52,7 +52,7 @@ def test_build_timings_and_meta(pair):
 
 def test_recall_unfiltered(pair):
     exact, pg = pair
-    assert _recall(exact, pg, _queries(exact, 60, 0)) >= 0.95
+    assert _recall(exact, pg, _queries(exact, 200, 0)) >= 0.95
 
 
 def test_vector_and_location_queries(pair):
