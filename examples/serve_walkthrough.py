@@ -1,4 +1,6 @@
-"""A walk through ``stengine serve``: start it, register a GeoTIFF, run a job, read it.
+"""A walk through ``stengine serve``: start it, register GeoTIFF sources, run an op-chain
+job and read its result, train a model as a job that registers it, move its
+``production`` alias and ask it for a prediction, all over HTTP.
 
 ``python examples/serve_walkthrough.py`` (a temporary state dir; everything on loopback).
 """
@@ -18,6 +20,14 @@ from rasterio.transform import from_origin
 from stengine.serve import create_app
 
 
+def _follow(c, job):
+    """Poll a job until it ends (progress is in percent)."""
+    while job["status"] in ("pending", "running"):
+        time.sleep(0.1)
+        job = c.get(f"/jobs/{job['id']}").json()
+    return job
+
+
 def main():
     tmp = Path(tempfile.mkdtemp())
     arr = (np.arange(128 * 128).reshape(128, 128) % 5).astype("uint8")
@@ -25,6 +35,13 @@ def main():
                        count=1, dtype="uint8", crs="EPSG:4326",
                        transform=from_origin(0, 1, 0.01, 0.01)) as f:
         f.write(arr, 1)
+    # a 2-band image and a label raster (band 0 > 0) for the training job
+    img = np.random.default_rng(0).normal(size=(2, 32, 32)).astype("float32")
+    for name, a in (("img", img), ("lab", (img[:1] > 0).astype("uint8"))):
+        with rasterio.open(tmp / f"{name}.tif", "w", driver="GTiff", width=32, height=32,
+                           count=a.shape[0], dtype=str(a.dtype), crs="EPSG:4326",
+                           transform=from_origin(10, 50, 0.01, 0.01)) as f:
+            f.write(a)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -48,14 +65,31 @@ def main():
         job = c.post("/jobs", json={"kind": "ops", "source": "classes", "ops": [
             {"op": "local_reclassify", "mapping": {"0": 100}},
             {"op": "focal_mean", "window": 3}]}).json()
-        while job["status"] in ("pending", "running"):
-            time.sleep(0.1)
-            job = c.get(f"/jobs/{job['id']}").json()
+        job = _follow(c, job)
         print("job", job["id"], job["status"], f"{job['progress']} %", job["metrics"])
         out = zarr.open_array(job["result"]["path"], mode="r")[...]
         print("result", out.shape, out.dtype, "mean", float(np.nanmean(out)))
         print("bad op ->", c.post("/jobs", json={"kind": "ops", "source": "classes",
                                                 "ops": [{"op": "nope"}]}).json())
+        for name in ("img", "lab"):
+            c.post("/sources", json={"name": name, "kind": "geotiff",
+                                     "location": str(tmp / f"{name}.tif")}).raise_for_status()
+        job = c.post("/jobs", json={
+            "kind": "train", "source": "img", "labels": "lab", "epochs": 15, "batch_size": 8,
+            "patch": 8, "seed": 0, "lr": 0.02, "register_as": "sign",
+            "model": {"builder": "patch_unet", "n_classes": 2, "base": 4, "depth": 1}}).json()
+        job = _follow(c, job)
+        print("train", job["id"], job["status"], "loss per epoch",
+              [round(v, 4) for v in job["metrics"]["loss"]], "->", job["result"]["model"])
+        c.put("/models/sign/aliases/production", json={"version": 1}).raise_for_status()
+        print("model", {k: v for k, v in c.get("/models/sign").json().items()
+                        if k in ("name", "latest", "aliases")})
+        x = img[None, :, :8, :8]
+        pred = c.post("/models/sign/predict", json={"alias": "production",
+                                                     "input": x.tolist()}).json()
+        cls = np.argmax(np.array(pred["output"]), axis=1)
+        print("predict", pred["shape"], "agreement with the labels",
+              f"{float((cls == (x[:, 0] > 0)).mean()):.2f}")
         print("cluster", {k: v for k, v in c.get("/cluster").json().items() if k != "gpus"})
     finally:
         c.close()
