@@ -67,13 +67,19 @@ def validate(body) -> dict:
             raise JobError(f"ops[{i}]: {op['op']} needs {k!r}", f"ops[{i}].{k}")
         if op["op"] in TERMINAL and i != len(ops) - 1:
             raise JobError(f"ops[{i}]: {op['op']} must be the last op", f"ops[{i}].op")
+    res = check_resources(body, JobError)
+    return {"kind": kind, "source": body["source"], "ops": ops, "resources": res}
+
+
+def check_resources(body, error=None) -> dict:
+    """``body["resources"]`` as dask resources ({name: positive number}); ``error`` raises."""
     res = body.get("resources") or {}
     if not isinstance(res, dict) or not all(
             isinstance(v, int | float) and not isinstance(v, bool) and v > 0
             for v in res.values()):
-        raise JobError("resources must map names to positive numbers, e.g. {'GPU': 1}",
-                       "resources")
-    return {"kind": kind, "source": body["source"], "ops": ops, "resources": res}
+        raise (error or JobError)("resources must map names to positive numbers, "
+                                  "e.g. {'GPU': 1}", "resources")
+    return res
 
 
 def _key(k):

@@ -6,6 +6,8 @@ import time
 
 import numpy as np
 
+from ._jobs import check_resources
+
 TRAIN_FIELDS = {"kind", "source", "labels", "model", "epochs", "batch_size", "patch", "seed",
                 "lr", "register_as", "resources"}
 
@@ -45,12 +47,7 @@ def validate_train_job(body: dict, job_error) -> dict:
     seed = body.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise job_error(f"seed must be an integer; got {seed!r}", "seed")
-    res = body.get("resources") or {}
-    if not isinstance(res, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and v > 0
-            for v in res.values()):
-        raise job_error("resources must map names to positive numbers, e.g. {'GPU': 1}",
-                        "resources")
+    res = check_resources(body, job_error)
     return {"kind": "train", "source": body["source"], "labels": body.get("labels"),
             "model": dict(m), "epochs": _posint(body, "epochs", 1, job_error),
             "batch_size": _posint(body, "batch_size", 8, job_error),
@@ -178,12 +175,7 @@ def validate_embed_job(body: dict, job_error) -> dict:
     level = body.get("level", 4)
     if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 15:
         raise job_error(f"level must be an H3 level 0-15; got {level!r}", "level")
-    res = body.get("resources") or {}
-    if not isinstance(res, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and v > 0
-            for v in res.values()):
-        raise job_error("resources must map names to positive numbers, e.g. {'GPU': 1}",
-                        "resources")
+    res = check_resources(body, job_error)
     return {"kind": "embed", "source": body["source"], "model": body["model"],
             "version": body.get("version"), "alias": body.get("alias"), "level": level,
             "batch_size": _posint(body, "batch_size", 256, job_error), "resources": res}

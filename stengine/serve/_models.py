@@ -23,6 +23,8 @@ from fastapi import APIRouter, Body, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from ._jobs import check_resources
+
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 ARTEFACT_FILES = ("weights.pt", "spec.json", "sha256")
 MAX_VALUES = 4_000_000
@@ -253,12 +255,7 @@ def validate_predict_job(body: dict, job_error) -> dict:
     if body.get("output") not in (None, "class", "proba", "raw"):
         raise job_error(f"output must be 'class', 'proba' or 'raw'; got {body['output']!r}",
                         "output")
-    res = body.get("resources") or {}
-    if not isinstance(res, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and v > 0
-            for v in res.values()):
-        raise job_error("resources must map names to positive numbers, e.g. {'GPU': 1}",
-                        "resources")
+    res = check_resources(body, job_error)
     return {"kind": "predict", "source": body["source"], "model": body["model"],
             "version": body.get("version"), "alias": body.get("alias"),
             "output": body.get("output"), "resources": res}
