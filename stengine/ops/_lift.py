@@ -128,7 +128,8 @@ def _located(kernel, narrays, *blocks, **kw):
 
 def lift_block_counts(kernel, da, *, dims, nbins: int | None, new_dim: str | None = None,
                       new_coord=None, kwargs=None, name=None) -> xr.DataArray:
-    """Per-chunk counts over the spatial ``dims``, combined by a tree sum.
+    """Per-chunk counts over the spatial ``dims``, summed in one task (a tree over more
+    than :data:`ONE_COMBINE_MAX` chunks).
 
     ``kernel(block, **kwargs)`` takes a block whose last two axes are ``dims`` and returns
     int64 counts of shape ``block.shape[:-2] + (nbins,)`` (or ``block.shape[:-2]`` when
@@ -150,7 +151,8 @@ def lift_block_counts(kernel, da, *, dims, nbins: int | None, new_dim: str | Non
         data = dsa.reduction(
             x, functools.partial(_count_chunk, kernel, kwargs), _sum_int64,
             axis=(x.ndim - 2, x.ndim - 1), dtype=np.int64,
-            meta=meta_like(x, np.int64, x.ndim - 2), concatenate=True)
+            meta=meta_like(x, np.int64, x.ndim - 2), concatenate=True,
+            split_every=_split_every(x))
     elif is_dask(x):
         nby, nbx = x.numblocks[-2:]
         per_block = x.map_blocks(
@@ -158,10 +160,10 @@ def lift_block_counts(kernel, da, *, dims, nbins: int | None, new_dim: str | Non
             chunks=(*x.chunks[:-2], (1,) * nby, (1,) * nbx, *((b,) for b in bins)),
             new_axis=list(range(x.ndim, x.ndim + len(bins))), dtype=np.int64,
             meta=meta_like(x, np.int64, x.ndim + len(bins)))
-        data = dsa.reduction(  # dask's tree reduction, keeping the block type in meta
+        data = dsa.reduction(  # dask's reduction, keeping the block type in meta
             per_block, _sum_int64, _sum_int64, axis=(x.ndim - 2, x.ndim - 1),
             dtype=np.int64, meta=meta_like(x, np.int64, x.ndim - 2 + len(bins)),
-            concatenate=True)
+            concatenate=True, split_every=_split_every(x))
     else:
         data = kernel(x, **kwargs)
     coords = {k: v for k, v in da.coords.items() if v.dims and set(v.dims) <= set(lead)}
@@ -170,6 +172,20 @@ def lift_block_counts(kernel, da, *, dims, nbins: int | None, new_dim: str | Non
         coords[new_dim] = new_coord
         out_dims = (*lead, new_dim)
     return xr.DataArray(data, dims=out_dims, coords=coords, name=name)
+
+
+# A reduction over at most this many spatial chunks combines their partials in ONE task
+# (partials are a few int64 each: summing a thousand costs well under a millisecond,
+# while each level of a tree costs a scheduler round trip); more chunks get a tree.
+ONE_COMBINE_MAX = 1024
+
+
+def _split_every(x):
+    """``split_every`` of a reduction over the last two axes of dask array ``x``."""
+    nby, nbx = x.numblocks[-2:]
+    if nby * nbx > ONE_COMBINE_MAX:
+        return None  # dask's default tree
+    return {x.ndim - 2: max(nby, 2), x.ndim - 1: max(nbx, 2)}
 
 
 def _counts(kernel, bins, block, **kw):

@@ -86,11 +86,25 @@ def count_equal(block, value):
 
 @jit
 def _hist_lut_loop(x, lut, offset, out):
+    # counts per raw value first, in 4 interleaved sub-histograms (neighbouring pixels
+    # of a class raster are mostly equal: one counter would stall on its own last
+    # increment), then mapped to classes through lut (-1 = not counted)
+    n = x.shape[1]
+    m = n - n % 4
+    sub = np.zeros((4, lut.size), np.int64)
     for r in range(x.shape[0]):
-        for i in range(x.shape[1]):
-            k = lut[np.int64(x[r, i]) - offset]
+        sub[:] = 0
+        for i in range(0, m, 4):
+            sub[0, np.int64(x[r, i]) - offset] += 1
+            sub[1, np.int64(x[r, i + 1]) - offset] += 1
+            sub[2, np.int64(x[r, i + 2]) - offset] += 1
+            sub[3, np.int64(x[r, i + 3]) - offset] += 1
+        for i in range(m, n):
+            sub[0, np.int64(x[r, i]) - offset] += 1
+        for v in range(lut.size):
+            k = lut[v]
             if k >= 0:
-                out[r, k] += 1
+                out[r, k] += sub[0, v] + sub[1, v] + sub[2, v] + sub[3, v]
 
 
 @jit
