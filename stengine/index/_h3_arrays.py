@@ -47,12 +47,22 @@ def _trig(deg, c, s):
         s[n] = math.sin(a)
 
 
+@functools.lru_cache(maxsize=64)
+def _digit_table(res: int, up: int):
+    return core.digit_table(res, up)
+
+
+def grid_state(lon, lat, res: int):
+    """``(tab, anc)`` for :func:`stengine.index._h3_core.grid_cell` on this pixel grid."""
+    up = ancestor_steps(lon, lat, res)
+    return core.grid_state(res, up, _digit_table(res, up))
+
+
 @jit
-def _grid_loop(clon, slon, clat, slat, res, ax, out, up):
+def _grid_loop(clon, slon, clat, slat, res, ax, out, tab, anc):
     face = -1
     last = (-1, 0, 0, 0)
     cell = np.int64(0)
-    anc = np.full(5, -1, np.int64)
     for r in range(clat.size):
         cr = clat[r]
         z = slat[r]
@@ -61,7 +71,7 @@ def _grid_loop(clon, slon, clat, slat, res, ax, out, up):
             face = fijk[0]
             if fijk != last:  # runs of pixels in one cell share the digit computation
                 last = fijk
-                cell = core.fijk_to_cell_near(fijk[0], fijk[1], fijk[2], fijk[3], res, up, anc)
+                cell = core.grid_cell(fijk[0], fijk[1], fijk[2], fijk[3], res, tab, anc)
             out[r, c] = cell
 
 
@@ -84,22 +94,25 @@ def grid_to_cells(lon: np.ndarray, lat: np.ndarray, res: int) -> np.ndarray:
     """
     clon, slon, clat, slat = grid_trig(lon, lat)
     out = np.empty((clat.size, clon.size), np.int64)
-    _grid_loop(clon, slon, clat, slat, res, axes(res), out, ancestor_steps(lon, lat, res))
+    _grid_loop(clon, slon, clat, slat, res, axes(res), out, *grid_state(lon, lat, res))
     return out.view(np.uint64)
 
 
 def ancestor_steps(lon, lat, res: int) -> int:
-    """Levels between ``res`` and the finest ancestor whose cells span ~3 pixels.
+    """Levels (at most 4, the :func:`~._h3_core.digit_table` limit) between ``res`` and
+    the finest ancestor whose cells span ~10 pixels.
 
-    Neighbouring pixels usually share that ancestor, so its digits are reused
-    (measured on 30″ grids: res 9 2.5× faster with 3 steps, res 11 with 5).
+    Neighbouring pixels usually share that ancestor, whose digits, base cell and turns
+    are then reused; a pixel's own digits below it come from one table row, so more
+    levels cost nothing per pixel and only make misses rarer (30″ grid at res 9: 4
+    levels, 95 % of pixels hit; 2.0× faster than 3 levels walked per pixel).
     """
     d = np.abs(np.concatenate([np.diff(np.asarray(v, np.float64)) for v in (lat, lon)]))
     d = d[np.isfinite(d) & (d > 0)]
     px_km = 111.2 * float(np.median(d)) if d.size else 1.0
     # mean H3 edge length ≈ 1107.7 km / √7^level
-    stop = math.floor(2 * math.log(1107.7 / (3 * px_km)) / math.log(7))
-    return int(min(max(res - stop, 1), res))
+    stop = math.floor(2 * math.log(1107.7 / (10 * px_km)) / math.log(7))
+    return int(min(max(res - stop, 1), res, 4))
 
 
 @jit

@@ -163,10 +163,10 @@ def to_cells(da, grid: str = "h3", *, level: int, stat: str = "mean", classes=No
         while True:
             state = _k.empty_state(cap, vals.shape[0], spec)
             if ids is None:
-                from ..index._h3_arrays import ancestor_steps, axes, grid_trig
+                from ..index._h3_arrays import axes, grid_state, grid_trig
 
                 ok = _k.agg_h3_grid(vals, *grid_trig(lon, lat), level, axes(level),
-                                    ancestor_steps(lon, lat, level), ndv, has_nd, *state,
+                                    *grid_state(lon, lat, level), ndv, has_nd, *state,
                                     cls_arr, lut, lut_off)
             else:
                 ok = _k.agg_ids(vals, ids, ndv, has_nd, *state, cls_arr, lut, lut_off)

@@ -113,19 +113,18 @@ def _add(vals, r, c, i, nodata, has_nodata, n, s, mn, mx, cnt, classes, lut, lut
 
 
 @jit
-def agg_h3_grid(vals, clon, slon, clat, slat, res, axes, up, nodata, has_nodata, keys, used,
-                n, s, mn, mx, cnt, classes, lut, lut_off):
+def agg_h3_grid(vals, clon, slon, clat, slat, res, axes, tab, anc, nodata, has_nodata, keys,
+                used, n, s, mn, mx, cnt, classes, lut, lut_off):
     """Aggregate a ``(T, rows, cols)`` block on a lon/lat grid into H3 cells; False on overflow.
 
     ``clon``/``slon`` and ``clat``/``slat`` are cos/sin of the block's pixel-centre
-    longitudes and latitudes (see :func:`stengine.index._h3_arrays.grid_trig`); ``up`` is
-    :func:`stengine.index._h3_arrays.ancestor_steps`.
+    longitudes and latitudes (see :func:`stengine.index._h3_arrays.grid_trig`); ``tab`` and
+    ``anc`` come from :func:`stengine.index._h3_arrays.grid_state`.
     """
     mask = keys.size - 1
     face = -1
     last = (-1, 0, 0, 0)
     slot = -1
-    anc = np.full(5, -1, np.int64)
     for r in range(vals.shape[1]):
         cr = clat[r]
         z = slat[r]
@@ -135,7 +134,7 @@ def agg_h3_grid(vals, clon, slon, clat, slat, res, axes, up, nodata, has_nodata,
             fijk = h3c._point_to_fijk(clon[c] * cr, slon[c] * cr, z, res, axes, face)
             face = fijk[0]
             if fijk != last or slot < 0:
-                cell = h3c.fijk_to_cell_near(fijk[0], fijk[1], fijk[2], fijk[3], res, up, anc)
+                cell = h3c.grid_cell(fijk[0], fijk[1], fijk[2], fijk[3], res, tab, anc)
                 slot = _slot(keys, cell, mask, used, n, s, mn, mx, cnt)
                 if slot < 0:
                     return False
