@@ -1,4 +1,4 @@
-"""The ``stengine`` command: ``demo`` (the main job) and ``info``."""
+"""The ``stengine`` command: ``demo`` (the main job), ``warm``, ``info`` and ``serve``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ def main(argv=None) -> int:
                    "local,focal,zonal,cells,htmst,learn,vectorgeo,collection")
     d.add_argument("--scheduler", help="tcp://host:port of an existing scheduler")
     sub.add_parser("info", help="versions, devices and the data cache")
+    sub.add_parser("warm", help="compile the numba kernels into their on-disk cache "
+                   "(once per checkout; `demo` does it too)")
     sub.add_parser("serve", add_help=False,
                    help="the web service: sources, models, jobs, tiles (stengine serve --help)")
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -45,6 +47,10 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.cmd == "info":
         return _info()
+    if a.cmd == "warm":
+        from ._warm import main as warm
+
+        return warm()
     from ._demo import main as demo
 
     return demo(a.out, quick=a.quick, steps=a.steps.split(",") if a.steps else None,

@@ -149,7 +149,9 @@ def paper_queries(start="2013-01-01", stop="2013-03-01") -> dict:
 def run(ctx) -> list[tuple[str, str]]:
     """Demo step: a day of tracks, three stores, query III on each; rows for the summary.
 
-    Query III (a 45-degree cap on the SAA) is scaled to the day: 3 of its 24 hours.
+    Query III (a 45-degree cap on the SAA) is scaled to the day: 3 of its 24 hours. Each
+    query runs once untimed first, so the figures are warm (no compilation, as in the
+    paper's timings).
     """
     import time
 
@@ -171,9 +173,10 @@ def run(ctx) -> list[tuple[str, str]]:
         t = time.perf_counter()
         st.append(df)
         build = time.perf_counter() - t
+        st.query(reg, iv)  # untimed: first-touch costs (kernels, file handles) stay out
         r = st.query(reg, iv)
         rows.append((f"{key} key", f"{r.records_read:,} records read ({r.chunks_read}/"
                      f"{r.chunks_total} chunks, {r.records_in_ranges:,} in key ranges), "
-                     f"{r.records_returned:,} returned, {r.seconds * 1e3:.0f} ms (store built "
-                     f"in {build:.1f} s)"))
+                     f"{r.records_returned:,} returned, {r.seconds * 1e3:.0f} ms warm (store "
+                     f"built in {build:.1f} s)"))
     return rows
