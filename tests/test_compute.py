@@ -1,3 +1,4 @@
+import importlib
 import sys
 import time
 import types
@@ -46,10 +47,42 @@ def test_connect_bad_address():
         stengine.connect("slurmy")
 
 
-def test_compute_without_cluster_shows_progress(capsys):
-    x = dsa.ones((10, 10), chunks=5)
-    assert stengine.compute(x.sum(), progress=True) == 100
+def _slow(block, seconds=0.15):
+    time.sleep(seconds)
+    return block * 2
+
+
+def test_compute_without_cluster_shows_progress_only_when_it_takes_a_while(capsys):
+    x = dsa.arange(100, chunks=25)
+    # done before the bar's 0.5 s: nothing drawn (dask's bar always drew, and its 0.1 s
+    # redraw thread was waited for at the end of every computation)
+    assert stengine.compute(x.sum(), progress=True) == 4950
+    assert capsys.readouterr().err == ""
+    assert stengine.compute(x.sum(), progress=0) == 4950  # 0: at once
     assert "100%" in capsys.readouterr().err
+    # 4 chunks of 0.15 s on at most 2 threads: still running after 0.1 s
+    y = x.map_blocks(_slow, dtype=x.dtype)
+    np.testing.assert_array_equal(stengine.compute(y, progress=0.1), np.arange(100) * 2)
+    assert "100%" in capsys.readouterr().err
+    np.testing.assert_array_equal(stengine.compute(y, progress=False), np.arange(100) * 2)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.slow
+def test_compute_on_a_cluster_shows_progress_only_when_it_takes_a_while(capsys):
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp",
+                      host="127.0.0.1", dashboard_address=":0") as cluster, Client(cluster):
+        x = dsa.arange(100, chunks=25)
+        y = x.map_blocks(_slow, dtype=x.dtype)
+        assert stengine.compute(x.sum()) == 4950
+        assert stengine.compute(x.sum(), x.max()) == (4950, 99)
+        assert "Completed" not in capsys.readouterr().out  # distributed's bar: stdout
+        np.testing.assert_array_equal(stengine.compute(y, progress=0.1), np.arange(100) * 2)
+        assert "100% Completed" in capsys.readouterr().out
+        da = xr.DataArray(y, dims="i", coords={"i": np.arange(100)})
+        for progress in (True, 0.1, False):
+            xr.testing.assert_identical(stengine.compute(da, progress=progress),
+                                        da.compute(scheduler="sync"))
 
 
 # --- results too large to gather --------------------------------------------------------
@@ -87,6 +120,37 @@ def test_compute_refuses_a_result_larger_than_a_worker_can_gather(small_workers)
     with pytest.raises(MemoryError, match="190.73 MiB"):
         stengine.compute(ds)
     assert _scheduler_tasks(small_workers) == 0
+
+
+@pytest.mark.slow
+def test_compute_asks_for_worker_memory_once_a_second_yet_refuses_on_a_fresh_answer(
+        small_workers, monkeypatch):
+    compute_module = importlib.import_module("stengine.compute")  # stengine.compute: the function
+
+    calls = []
+    real = type(small_workers).scheduler_info
+
+    def counted(self, *a, **k):
+        calls.append(1)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(type(small_workers), "scheduler_info", counted)
+    monkeypatch.setattr(compute_module, "_WORKERS_MAX_AGE", 60.0)  # 1 s: slow machines
+    x = dsa.ones(1000, chunks=100)
+    for _ in range(5):
+        assert stengine.compute(x.sum(), progress=False) == 1000
+    assert len(calls) == 1  # the scheduler's answer is reused
+    # a result that does not fit the cached answer is checked again before it is refused
+    with pytest.raises(MemoryError, match="KilledWorker"):
+        stengine.compute(dsa.zeros(25_000_000, chunks=1_000_000), progress=False)
+    assert len(calls) == 2 and _scheduler_tasks(small_workers) == 0
+    # a stale answer that says "too large" is not believed: the fresh one says it fits
+    addr, limit, _, _ = compute_module._smallest_worker(small_workers)  # cached: no call
+    stale = (addr, limit, limit, -1)  # "no room left"
+    monkeypatch.setitem(compute_module._WORKERS, id(small_workers),
+                        (time.monotonic(), small_workers.scheduler.address, stale))
+    assert stengine.compute(x, progress=False).sum() == 1000
+    assert len(calls) == 3
 
 
 @pytest.mark.slow
