@@ -194,18 +194,56 @@ def _hex2d_to_ijk(x, y):
 
 
 @jit
-def _boundary_margin(x, y):
-    """Distance of hex2d ``(x, y)`` from the nearest decision line of ``_hex2d_to_ijk``."""
+def _hex2d_to_ijk_margin(x, y):
+    """``_hex2d_to_ijk`` and the distance of ``(x, y)`` from its decision lines.
+
+    The margin is the smallest gap of the comparisons on the branch taken (the signs of
+    ``x`` and ``y``, the integer parts, then the ``r1``/``r2`` tests): if the input moves
+    by less than it, every one of those comparisons, hence the branch and the result,
+    stays the same.
+    """
     a1 = abs(x)
     a2 = abs(y)
     x2 = a2 * M_RSIN60
     x1 = a1 + x2 / 2.0
-    r1 = x1 - math.floor(x1)
-    r2 = x2 - math.floor(x2)
-    m = min(a1, a2, r1, 1.0 - r1, r2, 1.0 - r2)
-    m = min(m, abs(r1 - 0.5), abs(r1 - 1.0 / 3.0), abs(r1 - 2.0 / 3.0))
-    m = min(m, abs(r2 - (1.0 + r1) / 2.0), abs(r2 - (1.0 - r1)), abs(r2 - 2.0 * r1))
-    return min(m, abs(r2 - (2.0 * r1 - 1.0)), abs(r2 - r1 / 2.0))
+    m1 = np.int64(x1)
+    m2 = np.int64(x2)
+    r1 = x1 - m1
+    r2 = x2 - m2
+    m = min(a1, a2, r1, 1.0 - r1, r2, 1.0 - r2, abs(r1 - 0.5))
+    if r1 < 0.5:
+        m = min(m, abs(r1 - 1.0 / 3.0))
+        if r1 < 1.0 / 3.0:
+            t = (1.0 + r1) / 2.0
+            m = min(m, abs(r2 - t))
+            i = m1
+            j = m2 if r2 < t else m2 + 1
+        else:
+            t = 1.0 - r1
+            m = min(m, abs(r2 - t), abs(r2 - 2.0 * r1))
+            j = m2 if r2 < t else m2 + 1
+            i = m1 + 1 if (t <= r2 and r2 < (2.0 * r1)) else m1
+    else:
+        m = min(m, abs(r1 - 2.0 / 3.0))
+        if r1 < 2.0 / 3.0:
+            t = 1.0 - r1
+            m = min(m, abs(r2 - t), abs(r2 - (2.0 * r1 - 1.0)))
+            j = m2 if r2 < t else m2 + 1
+            i = m1 if ((2.0 * r1 - 1.0) < r2 and r2 < t) else m1 + 1
+        else:
+            m = min(m, abs(r2 - r1 / 2.0))
+            i = m1 + 1
+            j = m2 if r2 < (r1 / 2.0) else m2 + 1
+    if x < 0.0:
+        if j % 2 == 0:
+            i = i - 2 * (i - j // 2)
+        else:
+            i = i - (2 * (i - (j + 1) // 2) + 1)
+    if y < 0.0:
+        i = i - (2 * j + 1) // 2
+        j = -j
+    i, j, k = _normalize(i, j, 0)
+    return i, j, k, m
 
 
 # --------------------------------------------------------------------------- sphere → hex2d
@@ -297,12 +335,13 @@ def _point_to_fijk(px, py, pz, res, axes, prev_face=-1):
     face, sqd = _face_near(px, py, pz, prev_face)
     if sqd > 1e-12:
         d = px * FACE_CENTER[face, 0] + py * FACE_CENTER[face, 1] + pz * FACE_CENTER[face, 2]
-        x = (px * axes[face, 0, 0] + py * axes[face, 0, 1] + pz * axes[face, 0, 2]) / d
-        y = (px * axes[face, 1, 0] + py * axes[face, 1, 1] + pz * axes[face, 1, 2]) / d
-        # H3's own rounding grows like 1/sqd near a face centre (acos of 1 - sqd/2)
-        tol = (abs(x) + abs(y) + 1.0) * (4e-14 + 4e-15 / sqd)
-        if _boundary_margin(x, y) > 3.0 * tol:
-            i, j, k = _hex2d_to_ijk(x, y)
+        inv = 1.0 / d
+        x = (px * axes[face, 0, 0] + py * axes[face, 0, 1] + pz * axes[face, 0, 2]) * inv
+        y = (px * axes[face, 1, 0] + py * axes[face, 1, 1] + pz * axes[face, 1, 2]) * inv
+        i, j, k, m = _hex2d_to_ijk_margin(x, y)
+        # margin > 3 tol, tol = (|x| + |y| + 1)(4e-14 + 4e-15 / sqd): H3's own rounding
+        # grows like 1/sqd near a face centre (acos of 1 - sqd/2); multiplied out by sqd
+        if m * sqd > 3.0 * (abs(x) + abs(y) + 1.0) * (4e-14 * sqd + 4e-15):
             return face, i, j, k
     x, y = _hex2d_exact(px, py, pz, face, sqd, res)
     i, j, k = _hex2d_to_ijk(x, y)
