@@ -209,3 +209,82 @@ def test_bad_coordinates_name_the_argument():
         sth3.lonlat_to_cell([0.0, np.inf], [0.0, 1.0], 3)
     with pytest.raises(IndexRangeError, match="bbox south and north"):
         sth3.cells_in_bbox((0.0, -91.0, 10.0, 10.0), 2)
+
+
+# 30″ windows of the global grid: centred on the base cell 4 pentagon (an icosahedron
+# vertex: five faces and their edges meet there), and at the north pole on the antimeridian
+_WINDOWS = {"pentagon": (64.7, 10.536), "pole": (90.0, 180.0)}
+
+
+def _window(name, n):
+    lat0, lon0 = _WINDOWS[name]
+    north = min(90.0, np.ceil((lat0 + n / 240) * 120) / 120)
+    west = np.floor((lon0 - n / 240) * 120) / 120
+    lon = west + (np.arange(n) + 0.5) / 120
+    lat = north - (np.arange(n) + 0.5) / 120
+    return lon, lat
+
+
+def _check_window(name, n, level):
+    lon, lat = _window(name, n)
+    got = sth3.grid_to_cells(lon, lat, level)
+    X, Y = np.meshgrid(lon, lat)
+    want = h3_cells(X, Y, level)
+    bad = np.flatnonzero(got.ravel() != want.ravel())
+    assert bad.size == 0, (f"{bad.size} of {got.size} pixels differ; first at lon "
+                           f"{X.ravel()[bad[0]]!r}, lat {Y.ravel()[bad[0]]!r}")
+
+
+@pytest.mark.parametrize("level", [6, 9])
+@pytest.mark.parametrize("name", list(_WINDOWS))
+def test_grid_to_cells_equals_h3_on_30s_window(name, level):
+    _check_window(name, 300, level)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("level", [6, 9])
+@pytest.mark.parametrize("name", list(_WINDOWS))
+def test_grid_to_cells_equals_h3_on_2000px_30s_window(name, level):
+    """Every pixel centre of a 2000×2000 30″ window (16.7° square), id for id."""
+    _check_window(name, 2000, level)
+
+
+def test_hex_margin_vanishes_on_decision_lines():
+    """_hex2d_to_ijk_margin: same ijk as _hex2d_to_ijk, and ~0 margin on every line it tests
+    (a missing line would let the trig-free path decide a point H3 rounds the other way)."""
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(-50, 50, (2, 20000))
+    for a, b in zip(x, y, strict=True):
+        assert _h3_core._hex2d_to_ijk_margin(a, b)[:3] == _h3_core._hex2d_to_ijk(a, b)
+    lines = [lambda r1: 0.5 * (1 + r1), lambda r1: 1 - r1, lambda r1: 2 * r1,
+             lambda r1: 2 * r1 - 1, lambda r1: r1 / 2]
+    ranges = [(0.0, 1 / 3), (1 / 3, 0.5), (1 / 3, 0.5), (0.5, 2 / 3), (2 / 3, 1.0)]
+    pts = [(r1, r2) for r1 in (0.5, 1 / 3, 2 / 3) for r2 in rng.uniform(0.01, 0.99, 20)]
+    for line, (lo, hi) in zip(lines, ranges, strict=True):
+        pts += [(r1, line(r1)) for r1 in rng.uniform(lo + 1e-3, hi - 1e-3, 20)]
+    for r1, r2 in pts:
+        m1, m2 = rng.integers(20, 40, 2)
+        x2 = m2 + r2
+        a1 = m1 + r1 - x2 / 2.0
+        a2 = x2 / _h3_core.M_RSIN60
+        if a1 < 0:
+            continue
+        for sx, sy in ((1, 1), (-1, 1), (1, -1), (-1, -1)):
+            assert _h3_core._hex2d_to_ijk_margin(sx * a1, sy * a2)[3] < 1e-9
+
+
+def test_digit_table_equals_walk_up():
+    """The residue table gives walk_up's digits and ancestor for any axial coordinates."""
+    rng = np.random.default_rng(3)
+    for res in (1, 2, 5, 6, 9, 10, 15):
+        for up in range(min(res, 4) + 1):
+            tab = _h3_core.digit_table(res, up)
+            q = 7 ** ((up + 1) // 2)
+            n = np.eye(2, dtype=np.int64)
+            for r in range(res - up + 1, res + 1):
+                n = (_h3_core._CHILD_ODD if r % 2 else _h3_core._CHILD_EVEN) @ n
+            for a, b in rng.integers(-2 ** 30, 2 ** 30, (500, 2)):
+                digits, pa, pb = _h3_core.walk_up(np.int64(a), np.int64(b), res, res - up)
+                row = tab[(a % q) * q + b % q]
+                assert row[2] == digits >> (3 * (15 - res))
+                assert (a - row[0], b - row[1]) == tuple(n @ [pa, pb])
