@@ -568,6 +568,22 @@ def _fill_digit_table(res, up, n, q, tab):
                 tab[row, 2 + rots] = rotate_digits(digits, rots, stop + 1, res) >> shift
 
 
+# 1 / q for the digit_table moduli q = 7^ceil(up / 2), up = 0..4
+RECIP_Q = np.array([1.0 / 7 ** ((up + 1) // 2) for up in range(5)])
+
+
+@jit
+def residue(a, q, inv):
+    """``a mod q`` (Python's sign) for ``|a| < 2**40``, ``inv = 1 / q``: a multiply and a
+    fix-up instead of an integer division (the floor of ``a * inv`` is off by at most 1)."""
+    r = a - q * np.int64(math.floor(a * inv))
+    if r >= q:
+        r -= q
+    elif r < 0:
+        r += q
+    return r
+
+
 @jit
 def grid_cell(face, i, j, k, res, tab, anc):
     """``fijk_to_cell`` for a stream of neighbouring pixels, with a :func:`digit_table`.
@@ -583,7 +599,8 @@ def grid_cell(face, i, j, k, res, tab, anc):
     a = np.int64(i - k)
     b = np.int64(j - k)
     q = anc[6]
-    rho = (a % q) * q + b % q
+    inv = RECIP_Q[anc[5]]
+    rho = residue(a, q, inv) * q + residue(b, q, inv)
     ca = a - tab[rho, 0]
     cb = b - tab[rho, 1]
     if anc[0] == face and anc[1] == ca and anc[2] == cb:

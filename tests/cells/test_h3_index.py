@@ -288,3 +288,13 @@ def test_digit_table_equals_walk_up():
                 row = tab[(a % q) * q + b % q]
                 assert row[2] == digits >> (3 * (15 - res))
                 assert (a - row[0], b - row[1]) == tuple(n @ [pa, pb])
+
+
+def test_residue_equals_python_mod():
+    rng = np.random.default_rng(11)
+    for up in range(5):
+        q = 7 ** ((up + 1) // 2)
+        a = np.r_[rng.integers(-2 ** 40 + 1, 2 ** 40, 20000), np.arange(-3 * q, 3 * q),
+                  q * rng.integers(-2 ** 33, 2 ** 33, 5000)]
+        got = [_h3_core.residue(np.int64(v), np.int64(q), _h3_core.RECIP_Q[up]) for v in a]
+        assert got == (a % q).tolist()
