@@ -180,7 +180,7 @@ def _centre(E, ne, k, row0, row1, col0, col1, si, sw, n, active, xs, hs, he):
             active[na] = order[nxt]
             na += 1
             nxt += 1
-        m = 0
+        m = np.int64(0)  # not the literal 0: one callee specialisation, not two
         nh = 0
         j = 0
         for q in range(na):
@@ -283,7 +283,7 @@ def _boundary(E, ne, k, row0, row1, col0, col1, mode, si, sw, n, active, ec, ed,
             active[na] = order[nxt]
             na += 1
             nxt += 1
-        m = 0
+        m = np.int64(0)  # not the literal 0: one callee specialisation, not two
         acc = 0.0  # coverage carried in from cells left of the chunk
         j = 0
         for q in range(na):
@@ -344,7 +344,7 @@ def _boundary(E, ne, k, row0, row1, col0, col1, mode, si, sw, n, active, ec, ed,
             c_start = max(c_lo, col0)
             prev = 0.0
             if c_start > c_lo:  # the part left of the chunk, summed (first differences telescope)
-                prev = _g(c_start, xa, xb, h) - _g(c_start - 1.0, xa, xb, h)
+                prev = _g(float(c_start), xa, xb, h) - _g(c_start - 1.0, xa, xb, h)
                 acc += s * prev
             c_stop = min(c_hi, col1 - 1)
             if m + c_stop - c_start + 2 > ec.size:
@@ -368,7 +368,7 @@ def _boundary(E, ne, k, row0, row1, col0, col1, mode, si, sw, n, active, ec, ed,
         if m == 0:
             w = _gap_weight(acc, mode)
             if w > 0.0:
-                n = _emit(si, sw, n, k, rr, 0, col1 - col0, w)
+                n = _emit(si, sw, n, k, rr, np.int64(0), col1 - col0, w)
             continue
         idx = _order(ec, m, order_buf)
         prev_c = col0 - 1
@@ -423,7 +423,7 @@ def rasterize_chunk(xy, ring_off, ring_sign, ring_rev, poly_ring_off, polys, row
     order_buf = np.empty(48, np.int64)
     si = np.empty((1024, 4), np.int64)
     sw = np.empty(1024, np.float64)
-    n = 0
+    n = np.int64(0)  # see m above
     for k in range(polys.size):
         ne = _collect_edges(xy, ring_off, ring_sign, ring_rev, poly_ring_off, polys[k],
                             float(row0), float(row1), E)
