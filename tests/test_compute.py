@@ -33,6 +33,18 @@ def test_connect_local_context_manager_and_reuse(capsys):
 
 
 @pytest.mark.slow
+def test_connect_local_in_process_workers_talk_inproc():
+    # processes=False: workers in this process, reached in memory (with host=127.0.0.1,
+    # which connect() passes for TCP, LocalCluster refused to start an inproc cluster)
+    with stengine.connect(n_workers=1, threads_per_worker=2, processes=False,
+                          dashboard_port=0, quiet=True) as conn:
+        assert conn.client.scheduler.address.startswith("inproc://")
+        x = dsa.arange(1000, chunks=100)
+        assert stengine.compute(x.sum(), progress=False) == 499500
+        np.testing.assert_array_equal(stengine.compute(x * 2), np.arange(1000) * 2)
+
+
+@pytest.mark.slow
 def test_connect_to_existing_scheduler():
     with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1",
                       dashboard_address=":0", processes=False, protocol="tcp") as cluster:
