@@ -15,6 +15,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -38,10 +39,13 @@ def _ensure_env(extras: list[str]) -> None:
     if stamp.exists():
         return
     print(f"installing stengine{spec[1:]} into {VENV}", flush=True)
+    t0 = time.perf_counter()
     pip = [str(PY), "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
     subprocess.run([*pip, "install", "-e", spec], check=True, cwd=ROOT)
     stamp.touch()
+    print(f"installed in {time.perf_counter() - t0:.0f} s (once; not part of the demo's "
+          "timings)", flush=True)
 
 
 def _ensure_web() -> None:
