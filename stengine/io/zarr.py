@@ -377,8 +377,11 @@ def open_cube(store, *, chunks="auto", variable: str | None = None, missing: str
         Store path or fsspec URL. An interrupted earlier write (of a writer that died) is
         rolled back first; a live writer's commit is waited for.
     chunks : "auto" | dict | None
-        ``"auto"`` uses the store's chunks (one dask chunk per Zarr chunk); a dict
-        rechunks; ``None`` loads eagerly.
+        ``"auto"``: whole multiples of the store's chunks, small ones merged along the
+        spatial dims into tasks of 2-6 MiB sized to the cluster's cores (see "Default
+        chunks" in docs/architecture.md); ``{}`` keeps exactly the store's chunks (for
+        small-window reads: tiles, samplers); a dict ``{dim: size}`` sets those dims
+        (others keep the store's); ``None`` loads eagerly.
     variable : str, optional
         Return this data variable as a DataArray.
     missing : {"error", "fill"}

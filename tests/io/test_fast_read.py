@@ -189,3 +189,4 @@ def test_open_cube_auto_merges_whole_store_chunks(tmp_path):
     assert back.data.numblocks[0] * back.data.numblocks[1] < 64
     np.testing.assert_array_equal(back.values, data)
     assert stengine.open_cube(s, chunks={"y": 256, "x": 256}).data.chunksize == (256, 256)
+    assert stengine.open_cube(s, chunks={}).data.chunksize == (256, 256)  # store chunks
