@@ -156,6 +156,10 @@ def to_cells(da, grid: str = "h3", *, level: int, stat: str = "mean", classes=No
         rng_lat = (ok_lat.min(), ok_lat.max()) if ok_lat.size else (0.0, 0.0)
         est = _k.estimate_cells(rng_lon, rng_lat, ncl, vals.shape[1] * vals.shape[2])
         ndv = vals.dtype.type(nd) if has_nd else vals.dtype.type(0)
+        npix = vals.shape[1] * vals.shape[2]
+        if 2 * est > npix:  # about one cell per pixel or less: group by sorting the ids
+            ids = cl.pixel_cell_ids(lon, lat, grid, level)
+            return _k.table_from_ids(vals, ids, ndv, has_nd, spec, cls_arr, lut, lut_off)
         ids = None
         if not (frame.is_lonlat and grid == "h3"):
             ids = cl.pixel_cell_ids(lon, lat, grid, level)
