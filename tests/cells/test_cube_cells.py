@@ -87,6 +87,17 @@ def _count_reads(monkeypatch):
         return await orig(self, key, *a, **k)
 
     monkeypatch.setattr(LocalStore, "get", get)
+    try:  # plain local chunks are read as files, past zarr's store
+        from stengine.io._zarr_read import DirectChunks
+    except ImportError:
+        return reads
+    orig_read = DirectChunks._read
+
+    def read(self, idx):
+        reads.append(self._file_name(idx))
+        return orig_read(self, idx)
+
+    monkeypatch.setattr(DirectChunks, "_read", read)
     return reads
 
 
