@@ -5,7 +5,9 @@ uint64) and, per cell and leading index ``t`` (time/band), the valid pixel count
 and whichever of sum, min, max and per-class counts the statistic needs. Pixels are
 grouped in an open-addressing hash table keyed by cell id; neighbouring pixels usually
 share a cell, so the last slot is reused without hashing. Pixels that are nodata at
-every ``t`` are skipped before their cell is computed (oceans cost nothing).
+every ``t`` are skipped before their cell is computed (oceans cost nothing). Blocks with
+about one cell per pixel, where every hash access is a cache miss, are grouped by
+sorting their ids instead (:func:`table_from_ids`, same tables).
 """
 
 from __future__ import annotations
