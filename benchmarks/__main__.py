@@ -9,7 +9,7 @@ import sys
 from ._runner import REGISTRY, render, run, save
 
 FAMILIES = ["local", "focal", "zonal", "index", "cells", "learn", "sources", "serve",
-            "vectorgeo", "collection", "tiles"]
+            "vectorgeo", "collection", "tiles", "overhead"]
 
 
 def load(families):
