@@ -208,7 +208,6 @@ def table_from_state(state, spec):
 @jit
 def _agg_groups(vals, order, starts, nodata, has_nodata, n, s, mn, mx, cnt, classes, lut,
                 lut_off):
-    cols = vals.shape[2]
     for g in range(starts.size - 1):
         for t in range(n.shape[1]):
             n[g, t] = 0
@@ -221,9 +220,8 @@ def _agg_groups(vals, order, starts, nodata, has_nodata, n, s, mn, mx, cnt, clas
             for c in range(cnt.shape[2]):
                 cnt[g, t, c] = 0
         for q in range(starts[g], starts[g + 1]):  # pixel order within a cell: stable sort
-            r = order[q] // cols
-            _add(vals, r, order[q] - r * cols, g, nodata, has_nodata, n, s, mn, mx, cnt,
-                 classes, lut, lut_off)
+            _add(vals, 0, order[q], g, nodata, has_nodata, n, s, mn, mx, cnt, classes, lut,
+                 lut_off)
 
 
 def table_from_ids(vals, ids, nodata, has_nodata, spec, classes, lut, lut_off):
@@ -247,7 +245,8 @@ def table_from_ids(vals, ids, nodata, has_nodata, spec, classes, lut, lut_off):
     mn = np.empty((g, T if spec.do_minmax else 0), np.float64)
     mx = np.empty((g, T if spec.do_minmax else 0), np.float64)
     cnt = np.empty((g, T, spec.nclass), np.int64)
-    _agg_groups(vals, order, starts, nodata, has_nodata, n, s, mn, mx, cnt, classes, lut,
+    flat_vals = np.ascontiguousarray(vals).reshape(T, 1, -1)  # (t, 0, pixel)
+    _agg_groups(flat_vals, order, starts, nodata, has_nodata, n, s, mn, mx, cnt, classes, lut,
                 lut_off)
     cells = si[starts[:-1]]
     keep = (cells > 0) & (n.sum(axis=1) > 0)  # as the hash path: a cell with a valid pixel
