@@ -47,3 +47,22 @@ def test_split_deals_every_recipe_once():
         shares = _split(list(RECIPES), n)
         assert sorted(sum(shares, [])) == sorted(RECIPES)
         assert len(shares) == min(n, len(RECIPES))
+
+
+CLUSTER = """
+import json
+from distributed import Client
+from stengine import _warm
+with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as c:
+    r = _warm.warm_cluster(c, names=["collection", "local"])
+print(json.dumps({k: r[k] for k in ("compiled", "missed", "processes")}))
+"""
+
+
+def test_warm_cluster_shares_the_work_and_misses_nothing(tmp_path):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    env.pop("NUMBA_DISABLE_JIT", None)
+    out = subprocess.run([sys.executable, "-c", CLUSTER], env=env, capture_output=True,
+                         text=True, check=True, timeout=600)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["processes"] == 2 and r["compiled"] > 0 and r["missed"] == 0
