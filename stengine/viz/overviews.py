@@ -111,7 +111,9 @@ class Pyramid:
         from ..io.zarr import open_cube
         if not 0 <= k <= self.levels:
             raise TileError(f"level k={k} out of range; expected 0 <= k <= {self.levels}")
-        return open_cube(self.store if k == 0 else Path(f"{self.store}.overviews") / str(k))
+        # store chunks, not the merged "auto" ones: a tile reads only the chunks under it
+        return open_cube(self.store if k == 0 else Path(f"{self.store}.overviews") / str(k),
+                         chunks={})
 
     def level_for_zoom(self, z: int) -> int:
         """The coarsest level whose pixels are no larger than a zoom-``z`` tile pixel.

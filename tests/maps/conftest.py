@@ -17,7 +17,9 @@ def utm_store(tmp_path_factory):
 
 
 class ReadCounter:
-    """Records the chunk keys read from local Zarr stores (zarr.storage.LocalStore.get)."""
+    """Records the chunk keys read from local Zarr stores: through zarr
+    (``zarr.storage.LocalStore.get``) and through stengine's direct chunk reads
+    (``DirectChunks._read``), as ``"<store folder>:<array>/c/<i>/<j>"``."""
 
     def __init__(self):
         self.keys = []
@@ -37,6 +39,16 @@ def reads(monkeypatch):
         return await orig(self, key, *a, **k)
 
     monkeypatch.setattr(LocalStore, "get", get)
+    from pathlib import Path
+
+    from stengine.io._zarr_read import DirectChunks
+    orig_read = DirectChunks._read
+
+    def read(self, idx):
+        counter.keys.append(f"{Path(self._path).name}:{self._file_name(idx)}")
+        return orig_read(self, idx)
+
+    monkeypatch.setattr(DirectChunks, "_read", read)
     return counter
 
 
