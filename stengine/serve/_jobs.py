@@ -1,6 +1,7 @@
 """Jobs: validate an ops chain, run it on the service's Dask client in a thread per job."""
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -143,7 +144,7 @@ class Runner:
             st.update_job(jid, status="failed", error=msg, ended=time.time())
 
     def _execute(self, jid, spec, src):
-        from distributed import futures_of
+        from distributed import futures_of, wait
         st, t0 = self.state, time.time()
         if spec["kind"] == "train":
             from ._learn_jobs import run_train
@@ -181,7 +182,9 @@ class Runner:
                 raise RuntimeError("a task of the job was cancelled on the cluster")
             if done == len(futs):
                 break
-            time.sleep(self.poll)
+            # returns as soon as the last chunk is done: no poll interval added to a job
+            with contextlib.suppress(TimeoutError):
+                wait(futs, timeout=self.poll)
         out = self.client.compute(x).result()
         result = self._save(jid, spec, out)
         st.log_job(jid, f"succeeded in {time.time() - t0:.2f} s")
