@@ -9,6 +9,7 @@ import numba
 import numpy as np
 
 from . import _h3_core as core
+from . import _h3_grid as hgrid
 
 jit = numba.njit(nogil=True, cache=True)
 
@@ -49,13 +50,13 @@ def _trig(deg, c, s):
 
 @functools.lru_cache(maxsize=64)
 def _digit_table(res: int, up: int):
-    return core.digit_table(res, up)
+    return hgrid.digit_table(res, up)
 
 
 def grid_state(lon, lat, res: int):
-    """``(tab, anc)`` for :func:`stengine.index._h3_core.grid_cell` on this pixel grid."""
+    """``(tab, anc)`` for :func:`stengine.index._h3_grid.grid_cell` on this pixel grid."""
     up = ancestor_steps(lon, lat, res)
-    return core.grid_state(res, up, _digit_table(res, up))
+    return hgrid.grid_state(res, up, _digit_table(res, up))
 
 
 @jit
@@ -71,7 +72,7 @@ def _grid_loop(clon, slon, clat, slat, res, ax, out, tab, anc):
             face = fijk[0]
             if fijk != last:  # runs of pixels in one cell share the digit computation
                 last = fijk
-                cell = core.grid_cell(fijk[0], fijk[1], fijk[2], fijk[3], res, tab, anc)
+                cell = hgrid.grid_cell(fijk[0], fijk[1], fijk[2], fijk[3], res, tab, anc)
             out[r, c] = cell
 
 
@@ -99,7 +100,7 @@ def grid_to_cells(lon: np.ndarray, lat: np.ndarray, res: int) -> np.ndarray:
 
 
 def ancestor_steps(lon, lat, res: int) -> int:
-    """Levels (at most 4, the :func:`~._h3_core.digit_table` limit) between ``res`` and
+    """Levels (at most 4, the :func:`~._h3_grid.digit_table` limit) between ``res`` and
     the finest ancestor whose cells span ~10 pixels.
 
     Neighbouring pixels usually share that ancestor, whose digits, base cell and turns

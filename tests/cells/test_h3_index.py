@@ -7,7 +7,7 @@ import pytest
 from h3.api import basic_int as h3i
 
 from stengine.errors import IndexRangeError
-from stengine.index import _h3_arrays, _h3_core
+from stengine.index import _h3_arrays, _h3_core, _h3_grid
 from stengine.index import h3 as sth3
 
 from .reference import h3_cells
@@ -278,11 +278,11 @@ def test_digit_table_equals_walk_up():
     rng = np.random.default_rng(3)
     for res in (1, 2, 5, 6, 9, 10, 15):
         for up in range(min(res, 4) + 1):
-            tab = _h3_core.digit_table(res, up)
+            tab = _h3_grid.digit_table(res, up)
             q = 7 ** ((up + 1) // 2)
             n = np.eye(2, dtype=np.int64)
             for r in range(res - up + 1, res + 1):
-                n = (_h3_core._CHILD_ODD if r % 2 else _h3_core._CHILD_EVEN) @ n
+                n = (_h3_grid._CHILD_ODD if r % 2 else _h3_grid._CHILD_EVEN) @ n
             for a, b in rng.integers(-2 ** 30, 2 ** 30, (500, 2)):
                 digits, pa, pb = _h3_core.walk_up(np.int64(a), np.int64(b), res, res - up)
                 row = tab[(a % q) * q + b % q]
@@ -296,5 +296,5 @@ def test_residue_equals_python_mod():
         q = 7 ** ((up + 1) // 2)
         a = np.r_[rng.integers(-2 ** 40 + 1, 2 ** 40, 20000), np.arange(-3 * q, 3 * q),
                   q * rng.integers(-2 ** 33, 2 ** 33, 5000)]
-        got = [_h3_core.residue(np.int64(v), np.int64(q), _h3_core.RECIP_Q[up]) for v in a]
+        got = [_h3_grid.residue(np.int64(v), np.int64(q), _h3_grid.RECIP_Q[up]) for v in a]
         assert got == (a % q).tolist()

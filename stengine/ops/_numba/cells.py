@@ -18,6 +18,7 @@ import numba
 import numpy as np
 
 from ...index import _h3_core as h3c
+from ...index import _h3_grid as h3g
 
 jit = numba.njit(nogil=True, cache=True)
 
@@ -136,7 +137,7 @@ def agg_h3_grid(vals, clon, slon, clat, slat, res, axes, tab, anc, nodata, has_n
             fijk = h3c._point_to_fijk(clon[c] * cr, slon[c] * cr, z, res, axes, face)
             face = fijk[0]
             if fijk != last or slot < 0:
-                cell = h3c.grid_cell(fijk[0], fijk[1], fijk[2], fijk[3], res, tab, anc)
+                cell = h3g.grid_cell(fijk[0], fijk[1], fijk[2], fijk[3], res, tab, anc)
                 slot = _slot(keys, cell, mask, used, n, s, mn, mx, cnt)
                 if slot < 0:
                     return False
