@@ -235,8 +235,9 @@ def warm_cluster(client, names=None) -> dict:
     futs = [client.submit(load, names, workers=[w], allow_other_workers=False, pure=False)
             for w in workers]
     again = [load(names)] + client.gather(futs)
-    # what a process compiled in the second pass was missed by the first (another
-    # process's share not found in the cache: a cache the workers do not share)
+    # what a process compiled in the second pass the first left out: two processes that
+    # compiled one signature at once (the client's dask recipes run on the workers), or
+    # workers that do not share this cache (a remote cluster)
     # (counts are per process and cumulative: in-process workers share the client's)
     first, second = {}, {}
     for seen, rs in ((first, res), (second, again)):
@@ -256,7 +257,8 @@ def describe(r: dict) -> str:
     out = f"{what}, {r['processes']} processes, {r['seconds']:.1f} s"
     if "load_seconds" in r:
         out += f" (+ {r['load_seconds']:.1f} s loading into every process"
-        out += f"; {r['missed']} compiled again: cache not shared)" if r["missed"] else ")"
+        out += (f"; {r['missed']} more compiled while loading: raced for, or a cache "
+                "not shared)") if r["missed"] else ")"
     return out
 
 
