@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from .._backends import is_dask
 from ..cube import check_dtype, check_raster, check_same_grid
 from ..errors import UDFError
 from ._kernel import Kernel
@@ -43,6 +44,7 @@ reclassify_lut_k = Kernel("local_reclassify", cpu=_cpu.reclassify_lut, gpu=_GPU 
 reclassify_search_k = Kernel("local_reclassify", cpu=_cpu.reclassify_search,
                              gpu=_GPU + "reclassify_search")
 count_k = Kernel("local_count", cpu=_cpu.count_equal, gpu=_GPU + "count_equal")
+count_mask_k = Kernel("local_count", cpu=_cpu.count_mask, gpu=_GPU + "count_mask")
 histogram_k = Kernel("local_histogram", cpu=_cpu.histogram, gpu=_GPU + "histogram")
 binary_k = Kernel("local_binary", cpu=_cpu.binary, gpu=_GPU + "binary")
 normalized_difference_k = Kernel("normalized_difference", cpu=_cpu.normalized_difference,
@@ -173,8 +175,12 @@ def local_reclassify(da, mapping, *, default=None, nodata=None, dtype=None, dims
         lut[hit] = new_arr[j[hit]]
         if has_nd and lo_v <= in_nd <= hi_v:
             lut[int(in_nd) - lo_v] = out_nd
-        return lift_map(reclassify_lut_k, da, dtype=out_dtype, attrs=attrs,
-                        kwargs={"lut": lut, "offset": int(lo_v)})
+        out = lift_map(reclassify_lut_k, da, dtype=out_dtype, attrs=attrs,
+                       kwargs={"lut": lut, "offset": int(lo_v)})
+        if is_dask(out.data) and is_dask(da.data):
+            # lets local_count / local_histogram of this very result read da instead
+            out.data._st_reclassified = (da.data, da.dims, lut, int(lo_v))
+        return out
     kw = dict(lo=lo.astype(da.dtype), hi=hi.astype(da.dtype), new=new_arr, ranges=ranges,
               default=0 if default is None else default, keep=default is None,
               nodata=da.dtype.type(in_nd), has_nodata=has_nd,
@@ -183,6 +189,43 @@ def local_reclassify(da, mapping, *, default=None, nodata=None, dtype=None, dims
 
 
 # --------------------------------------------------------------------------- counts
+def _reclassified_source(da):
+    """``(source DataArray, lut, offset)`` when ``da`` is the unmodified dask result of a
+    LUT :func:`local_reclassify` (``da == lut[source - offset]`` pixel for pixel), else None.
+
+    The source gets ``da``'s dims, coords and name, so counts of it are labelled as counts
+    of ``da`` would be. Anything that makes a new dask array (arithmetic, ``isel``,
+    ``transpose``, ``astype``) drops the marker, and counts take the general path.
+    """
+    mark = getattr(da.data, "_st_reclassified", None) if isinstance(da, xr.DataArray) \
+        else None
+    if mark is None:
+        return None
+    src, src_dims, lut, offset = mark
+    if tuple(src_dims) != tuple(da.dims) or src.shape != da.shape or \
+            src.chunks != da.data.chunks:
+        return None
+    return da.copy(data=src), lut, offset
+
+
+def _count_of_reclassified(da, value, dims):
+    """local_count of a reclassified raster as a count of its source over the preimage
+    ``{k : lut[k] == value}``: the reclassified chunk is never made. None: not applicable."""
+    src = _reclassified_source(da)
+    if src is None:
+        return None
+    base, lut, offset = src
+    try:  # the value as count_equal compares it (cast to the reclassified dtype)
+        with np.errstate(all="ignore"):
+            v = lut.dtype.type(value) if lut.dtype.kind != "b" else value
+    except (OverflowError, ValueError, TypeError):
+        return None
+    mask = (lut != lut) if v != v else (lut == v)
+    return lift_block_counts(count_mask_k, base, dims=dims, nbins=None,
+                             kwargs={"mask": mask.astype(np.uint8), "offset": offset},
+                             name="count")
+
+
 def local_count(da, value, *, dims=None):
     """Count pixels equal to ``value`` over the spatial dims, exactly (int64).
 
@@ -202,6 +245,9 @@ def local_count(da, value, *, dims=None):
             value, complex | np.complexfloating | np.datetime64 | np.timedelta64)):
         raise TypeError(f"local_count: value must be a real number (or np.nan); got "
                         f"{value!r} ({type(value).__name__})")
+    fused = _count_of_reclassified(da, value, dims)
+    if fused is not None:
+        return fused
     return lift_block_counts(count_k, da, dims=dims, nbins=None, kwargs={"value": value},
                              name="count")
 
@@ -259,6 +305,18 @@ def local_histogram(da, *, classes=None, dims=None):
     classes = classes.astype(da.dtype if da.dtype.kind != "b" else "u1")
     if has_nd:
         classes = classes[classes != nd]
+    src = _reclassified_source(da)
+    if src is not None:  # counts of the source's values, mapped to classes through the LUT
+        base, rlut, offset = src
+        out_v = rlut.astype(np.int64)
+        cls = classes.astype(np.int64)
+        j = np.searchsorted(cls, out_v).clip(0, max(cls.size - 1, 0))
+        hit = (cls[j] == out_v) if cls.size else np.zeros(out_v.size, bool)
+        lut = np.where(hit, j, -1).astype(np.int64)
+        return lift_block_counts(
+            histogram_k, base, dims=dims, nbins=classes.size, new_dim="class",
+            new_coord=classes, kwargs={"classes": classes, "lut": lut, "offset": offset,
+                                       "nodata": 0, "has_nodata": False}, name="count")
     lut = offset = None
     if _small_int(da.dtype):
         info = np.iinfo(da.dtype) if da.dtype.kind != "b" else None

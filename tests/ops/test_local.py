@@ -78,7 +78,7 @@ def test_count_nan_and_time(backend, chunks):
 
 
 @pytest.mark.parametrize("chunks", CHUNKS)
-@pytest.mark.parametrize("dtype", ["u1", "i2", "i4", "u8"])
+@pytest.mark.parametrize("dtype", ["u1", "i1", "i2", "i4", "u8"])
 def test_histogram(backend, chunks, dtype):
     da = make_cube((2, *SHAPE), dtype, classes=7, nodata=3)
     classes = [0, 1, 2, 4, 5, 6, 9]
@@ -99,6 +99,87 @@ def test_histogram_full_range_and_errors():
     big = to_backend(make_cube(SHAPE, "i4", classes=3), "dask", (3, 3))
     with pytest.raises(ChunkError, match="classes="):
         ops.local_histogram(big)
+
+
+def _signed_cube(shape, dtype, nodata):
+    """Classes -3..3 (negative values exercise the unsigned view of the kernels)."""
+    da = make_cube(shape, "i2", classes=7, nodata=6)
+    data = da.values - 3
+    return da.copy(data=data.astype(dtype)).assign_attrs(nodata=nodata)
+
+
+# count and histogram of an unmodified dask reclassify run on its source (no reclassified
+# chunk is made); the answers must equal the reference on every backend and chunking
+FUSE_CASES = [  # (dtype, mapping, default): nodata 5 (uint) / 3 (signed) -> out nodata
+    ("u1", {1: 10, 3: 30, 4: 200}, None),
+    ("u1", [(0, 2, 7), (2, 4, 8)], 0),
+    ("u2", {1: 4, 2: 4, 4: 70000}, None),  # -> uint32 values, searched histogram classes
+    ("i1", {-3: 4, 0: 4, 1: -2}, None),
+    ("i2", [(-3, 0, 1), (0, 2, 4)], -1),
+    ("b", {True: 4}, 0),
+]
+
+
+def _fuse_input(dtype):
+    if dtype in ("i1", "i2"):
+        return _signed_cube((2, *SHAPE), dtype, nodata=3), 3
+    if dtype == "b":
+        return make_cube((2, *SHAPE), "u1", classes=2).astype(bool), None
+    return make_cube((2, *SHAPE), dtype, classes=6, nodata=5), 5
+
+
+@pytest.mark.parametrize("chunks", CHUNKS)
+@pytest.mark.parametrize(("dtype", "mapping", "default"), FUSE_CASES)
+@pytest.mark.parametrize("value", [4, 3, 0, 7])
+def test_count_of_reclassify(backend, chunks, dtype, mapping, default, value):
+    da, nd = _fuse_input(dtype)
+    out_dtype = ops.local_reclassify(da, mapping, default=default).dtype
+    assert_backends_match(
+        lambda x: ops.local_count(ops.local_reclassify(x, mapping, default=default), value),
+        lambda x: ref.count(ref.reclassify(x, mapping, default=default, nodata=nd,
+                                           in_nodata=nd, dtype=out_dtype), value),
+        da, backend=backend, chunks=chunks, exact=True, same_shape=False)
+
+
+@pytest.mark.parametrize("chunks", CHUNKS)
+@pytest.mark.parametrize(("dtype", "mapping", "default"), FUSE_CASES)
+def test_histogram_of_reclassify(backend, chunks, dtype, mapping, default):
+    da, nd = _fuse_input(dtype)
+    r = ops.local_reclassify(da, mapping, default=default)
+    classes = [-2, -1, 0, 1, 3, 4, 7, 8, 10, 30, 200, 70000]
+    info = np.iinfo(r.dtype) if r.dtype.kind != "b" else None
+    classes = [c for c in classes if info is None and c in (0, 1) or
+               info is not None and info.min <= c <= info.max]
+    out_nd = r.attrs.get("nodata")
+    counted = [c for c in classes if c != out_nd]
+    out = assert_backends_match(
+        lambda x: ops.local_histogram(ops.local_reclassify(x, mapping, default=default),
+                                      classes=classes),
+        lambda x: ref.histogram(ref.reclassify(x, mapping, default=default, nodata=nd,
+                                               in_nodata=nd, dtype=r.dtype), counted),
+        da, backend=backend, chunks=chunks, exact=True, same_shape=False)
+    assert out.dims == ("time", "class")
+    assert out["class"].values.tolist() == counted
+
+
+def test_counts_of_reclassify_read_the_source():
+    """The fused path is taken for the unmodified result only: its graph has no
+    reclassify layer; a modified result (arithmetic, isel, new attrs' nodata) is counted
+    as it is."""
+    da = to_backend(make_cube(SHAPE, "u1", classes=6, nodata=5), "dask", (3, 4))
+    r = ops.local_reclassify(da, {1: 4, 2: 4, 3: 9})
+    for res in (ops.local_count(r, 4), ops.local_histogram(r, classes=[4, 9])):
+        assert r.data.name not in res.data.dask.layers
+        assert da.data.name in res.data.dask.layers
+    assert int(ops.local_count(r, 4)) == int(np.isin(da.values, [1, 2, 4]).sum())
+    r2 = r + np.uint8(0)  # a new array: general path, same answer
+    assert r.data.name in ops.local_count(r2, 4).data.dask.layers
+    assert int(ops.local_count(r2, 4)) == int(ops.local_count(r, 4))
+    sub = r.isel(x=slice(2, None))
+    assert int(ops.local_count(sub, 4)) == int((sub.values == 4).sum())
+    r3 = r.assign_attrs(nodata=9)  # same data, new nodata: the histogram skips class 9
+    h = ops.local_histogram(r3, classes=[4, 9])
+    assert h["class"].values.tolist() == [4] and int(h[0]) == int(ops.local_count(r, 4))
 
 
 @settings(max_examples=15, deadline=None)

@@ -105,6 +105,23 @@ def count_equal(block, value):
 
 
 @cuda.jit
+def _mask_count_k(x, mask, offset, out):
+    r, i = cuda.grid(2)
+    if r < x.shape[0] and i < x.shape[1]:
+        if mask[np.int64(x[r, i]) - offset]:
+            cuda.atomic.add(out, (r, 0), 1)
+
+
+def count_mask(block, mask, offset):
+    lead = block.shape[:-2]
+    x = array_module(block).ascontiguousarray(block).reshape(
+        -1, block.shape[-2] * block.shape[-1])
+    out = _zeros(block, (x.shape[0], 1), np.int64)
+    launch(_mask_count_k, x.shape, x, _dev(block, mask), offset, out)
+    return out.reshape(lead)
+
+
+@cuda.jit
 def _hist_lut_k(x, lut, offset, out):
     r, i = cuda.grid(2)
     if r < x.shape[0] and i < x.shape[1]:

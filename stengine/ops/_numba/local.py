@@ -84,6 +84,97 @@ def count_equal(block, value):
     return out.reshape(lead)
 
 
+def _unsigned(x, table, offset):
+    """``x`` (8/16-bit int or bool, flattened to rows) viewed as unsigned, and ``table``
+    (indexed by ``value - offset``) re-indexed by that unsigned view: kernels then index
+    with the raw unsigned value (no offset, no negative-index check)."""
+    x = np.ascontiguousarray(x)
+    if x.dtype.kind == "u":
+        return x, table
+    ux = x.view(f"u{x.dtype.itemsize}")
+    if x.dtype.kind == "b":
+        return ux, table
+    u = np.arange(1 << (8 * x.dtype.itemsize), dtype=np.int64)
+    signed = np.where(u >= u.size // 2, u - u.size, u)  # the value each unsigned bit pattern holds
+    return ux, table[signed - offset]
+
+
+@jit
+def _mask_count_row(x, mask):
+    # 4 interleaved counters: one would wait on its own last add at every pixel
+    n = x.size
+    m = n - n % 4
+    c0 = c1 = c2 = c3 = 0
+    for i in range(0, m, 4):
+        c0 += mask[x[i]]
+        c1 += mask[x[i + 1]]
+        c2 += mask[x[i + 2]]
+        c3 += mask[x[i + 3]]
+    for i in range(m, n):
+        c0 += mask[x[i]]
+    return c0 + c1 + c2 + c3
+
+
+@jit
+def _mask_count_loop(x, mask, out):
+    for r in range(x.shape[0]):
+        out[r, 0] = _mask_count_row(x[r], mask)
+
+
+def count_mask(block, mask, offset):
+    """Count pixels ``v`` with ``mask[v - offset] == 1`` (uint8 mask over every value of an
+    8/16-bit dtype) per leading index: shape ``lead``. Serves ``local_count`` of a
+    reclassified raster, counted on its source without materialising the reclassified chunk.
+    """
+    lead = block.shape[:-2]
+    x, mask = _unsigned(block.reshape(-1, block.shape[-2] * block.shape[-1]), mask, offset)
+    out = np.zeros((x.shape[0], 1), np.int64)
+    _mask_count_loop(x, mask, out)
+    return out.reshape(lead)
+
+
+# Largest row (pixels of one chunk per leading index) for _hist_row8's int32 counters:
+# each of the 8 counts at most an eighth of the row (plus the tail).
+HIST8_MAX = 1 << 33
+
+
+@jit
+def _hist_row8(x, sub, lut, out):
+    # 8 interleaved int32 sub-histograms (neighbouring pixels of a class raster are mostly
+    # equal: fewer counters stall on their own last increment), summed into the int64
+    # counts, mapped to classes through lut (-1 = not counted)
+    n = x.size
+    m = n - n % 8
+    sub[:] = 0
+    s0, s1, s2, s3, s4, s5, s6, s7 = sub[0], sub[1], sub[2], sub[3], sub[4], sub[5], \
+        sub[6], sub[7]
+    for i in range(0, m, 8):
+        s0[x[i]] += 1
+        s1[x[i + 1]] += 1
+        s2[x[i + 2]] += 1
+        s3[x[i + 3]] += 1
+        s4[x[i + 4]] += 1
+        s5[x[i + 5]] += 1
+        s6[x[i + 6]] += 1
+        s7[x[i + 7]] += 1
+    for i in range(m, n):
+        s0[x[i]] += 1
+    for v in range(lut.size):
+        k = lut[v]
+        if k >= 0:
+            t = np.int64(0)
+            for j in range(8):
+                t += sub[j, v]
+            out[k] += t
+
+
+@jit
+def _hist_lut_loop8(x, lut, out):
+    sub = np.zeros((8, lut.size), np.int32)
+    for r in range(x.shape[0]):
+        _hist_row8(x[r], sub, lut, out[r])
+
+
 @jit
 def _hist_lut_loop(x, lut, offset, out):
     # counts per raw value first, in 4 interleaved sub-histograms (neighbouring pixels
@@ -129,7 +220,10 @@ def histogram(block, classes, lut, offset, nodata, has_nodata):
     lead = block.shape[:-2]
     x = np.ascontiguousarray(block).reshape(-1, block.shape[-2] * block.shape[-1])
     out = np.zeros((x.shape[0], classes.size), np.int64)
-    if lut is not None:
+    if lut is not None and lut.size <= 256 and x.shape[1] < HIST8_MAX:
+        ux, ulut = _unsigned(x, lut, offset)
+        _hist_lut_loop8(ux, ulut, out)
+    elif lut is not None:
         _hist_lut_loop(x, lut, offset, out)
     else:
         _hist_search_loop(x, classes, block.dtype.type(nodata) if has_nodata else 0,
