@@ -13,7 +13,7 @@ def run(ctx) -> list[tuple[str, str]]:
         return [("skipped", str(e))]
 
     res = 3 if ctx.quick else 4
-    r = vg.run(res, ctx.out / "vectorgeo", epochs=2, train_res=3, eval_cells=20_000,
+    r = vg.run(res, ctx.out / "vectorgeo", epochs=2, train_res=3, eval_cells=5_000,
                client=ctx.client, progress=True)
     qu, qt = r["quality_untrained"], r["quality_trained"]
     rows = [
@@ -24,7 +24,8 @@ def run(ctx) -> list[tuple[str, str]]:
         ("embeddings (GeoParquet)", f"{r['cells']:,} cells in {r['partitions']} parent "
          f"partitions, {r['t_embed']:.1f} s ({r['cells'] / r['t_embed']:,.0f} cells/s)"),
         ("10-NN Köppen agreement", f"untrained {qu['agreement']:.3f}, trained "
-         f"{qt['agreement']:.3f}, chance {r['chance']:.3f} ({qt['queries']:,} cells)"),
+         f"{qt['agreement']:.3f}, chance {r['chance']:.3f} (random sample of "
+         f"{qt['queries']:,} land cells)"),
         ("vector index", repr(r["index"]) if r["index"] is not None else "not available"),
     ]
     png = pc1_map(r["embeddings"], ctx.out / "vectorgeo_pc1.png")
