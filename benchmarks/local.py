@@ -201,7 +201,7 @@ def reclassify(size, tile):
     yield from _cases(size, [store],
                       lambda da: ops.local_count(ops.local_reclassify(da, RECLASS), 4).data,
                       lambda z: (z.map_blocks(lambda b: lut[b], dtype="u1") == 4).sum(),
-                      st_note="Zarr; LUT kernel, then count of class 4",
+                      st_note="Zarr; reclassify fused into the count (source over the preimage)",
                       dask_note="Zarr, lut[x] per block, then count")
     try:
         from xrspatial.classify import reclassify as xrs_reclassify
