@@ -48,7 +48,12 @@ def _ingest(wanted) -> list[str]:
         except ImportError:  # the learn extra is not installed: the step skips itself
             pass
         else:
-            vectorgeo.channels()
+            import dask
+
+            # task rechunking: distributed's default (P2P) for the band-stacking rechunk
+            # cancels the store's finalize task ("lost dependencies") on a fresh cache
+            with dask.config.set({"array.rechunk.method": "tasks"}):
+                vectorgeo.channels()
             done.append("VectorGeo channels")
     return done
 
