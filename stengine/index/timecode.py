@@ -340,7 +340,9 @@ class TimeGrid:
         s = self._shift(level)
         ns = _as_ns_ints(ns, where, "time")
         out = np.empty(ns.size, np.uint64)
-        bad = _encode(ns.reshape(-1), self.t0, self.duration, s, out)
+        flat = ns.reshape(-1).view()
+        flat.flags.writeable = False  # one kernel specialisation, read-only or not
+        bad = _encode(flat, self.t0, self.duration, s, out)
         if bad >= 0:
             t = np.datetime64(int(ns.reshape(-1)[bad]), "ns")
             raise IndexRangeError(f"{where}: time must lie in the task interval [{self.start}, "
