@@ -66,3 +66,31 @@ def test_warm_cluster_shares_the_work_and_misses_nothing(tmp_path):
                          text=True, check=True, timeout=600)
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["processes"] == 2 and r["compiled"] > 0 and r["missed"] == 0
+
+
+AHEAD = """
+import json
+from distributed import Client
+from stengine import _warm
+if __name__ == "__main__":
+    ahead = _warm.start_background(["collection"])
+    with Client(processes=False, n_workers=1, threads_per_worker=1,
+                dashboard_address=None) as c:
+        r = _warm.warm_cluster(c, names=["collection", "local"], ahead=ahead)
+    print(json.dumps({k: r[k] for k in ("compiled", "missed", "processes", "ahead")}))
+"""
+
+
+def test_warm_cluster_counts_a_background_share_and_skips_it(tmp_path):
+    """A recipe compiled ahead (beside the ingest) is not dealt out again, only loaded,
+    and its compiles count in the total."""
+    script = tmp_path / "ahead.py"
+    script.write_text(AHEAD)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "nb")}
+    env.pop("NUMBA_DISABLE_JIT", None)
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                         text=True, check=True, timeout=600)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["ahead"][0] == ["collection"]
+    assert r["processes"] == 1  # only "local" was left to deal out
+    assert r["compiled"] > 0 and r["missed"] == 0
