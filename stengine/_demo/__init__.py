@@ -21,7 +21,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 STEPS = ["local", "focal", "zonal", "cells", "htmst", "learn", "vectorgeo", "collection"]
-LATER = ["htmst", "collection"]  # recipes compiled in the background during the first steps
 
 
 def _ingest(wanted) -> list[str]:
@@ -98,15 +97,9 @@ def main(out="stengine-demo", *, quick: bool = False, steps=None, address=None) 
         summary.append(("Köppen-Geiger (real, 30″)",
                         f"{koppen.shape[0]}×{koppen.shape[1]} px uint8, Zarr"))
         print("\n== numba kernels", file=sys.stderr)
-        # the kernels of the later steps compile in the background while the first steps
-        # run (they leave about a core idle); each later step waits for them first
-        later = [n for n in LATER if n in wanted and n in _warm.RECIPES]
-        now = [n for n in _warm.RECIPES if n not in later]
-        r = _warm.warm_cluster(conn.client, names=now, ahead=ahead)
-        bg = _warm.start_background(later) if later else None
+        r = _warm.warm_cluster(conn.client, ahead=ahead)
         summary.append(("numba compile (first run only)" if r["compiled"] else
                         "numba kernels (cached)", _warm.describe(r)))
-        i_numba = len(summary) - 1
         ctx = SimpleNamespace(out=out, quick=quick, client=conn.client, koppen=koppen,
                               dashboard=conn.dashboard_link)
         for name in wanted:
@@ -116,15 +109,6 @@ def main(out="stengine-demo", *, quick: bool = False, steps=None, address=None) 
                 if e.name != f"stengine._demo.{name}":
                     raise
                 continue
-            if bg is not None and name in later:
-                t0 = time.perf_counter()
-                b = bg.result()
-                bg = None
-                a, c = summary[i_numba]
-                summary[i_numba] = (a if b["compiled"] == 0 else "numba compile (first run only)",
-                                    f"{c}; {', '.join(later)}: {b['compiled']} compiled beside "
-                                    f"the first steps ({b['seconds']:.1f} s, "
-                                    f"{time.perf_counter() - t0:.1f} s waited for)")
             print(f"\n== {name}", file=sys.stderr)
             t0 = time.perf_counter()
             rows = mod.run(ctx)
