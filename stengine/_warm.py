@@ -64,7 +64,9 @@ def _local():
         combo = ops.local_add(kg, ncls)
         compute(hist, ops.local_histogram(groups, classes=[1, 2, 3]),
                 ops.local_histogram(combo, classes=list(range(1, 26))),
-                ops.local_count(ncls, 10), progress=False)
+                ops.local_count(ncls, 10),
+                ops.local_count(groups, 2),  # dask: counted over the preimage (count_mask)
+                progress=False)
 
 
 def _focal():
