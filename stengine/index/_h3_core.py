@@ -159,6 +159,21 @@ def _rot60cw(i, j, k):
 
 
 @jit
+def _unfold(i, j, x, y):
+    """The first-quadrant hex ``(i, j)`` of ``(|x|, |y|)`` moved back to the quadrant of
+    ``(x, y)``, normalised to ijk (H3's ``_hex2dToCoordIJK`` tail)."""
+    if x < 0.0:
+        if j % 2 == 0:
+            i = i - 2 * (i - j // 2)
+        else:
+            i = i - (2 * (i - (j + 1) // 2) + 1)
+    if y < 0.0:
+        i = i - (2 * j + 1) // 2
+        j = -j
+    return _normalize(i, j, 0)
+
+
+@jit
 def _hex2d_to_ijk(x, y):
     a1 = abs(x)
     a2 = abs(y)
@@ -182,15 +197,7 @@ def _hex2d_to_ijk(x, y):
         else:
             i = m1 + 1
             j = m2 if r2 < (r1 / 2.0) else m2 + 1
-    if x < 0.0:
-        if j % 2 == 0:
-            i = i - 2 * (i - j // 2)
-        else:
-            i = i - (2 * (i - (j + 1) // 2) + 1)
-    if y < 0.0:
-        i = i - (2 * j + 1) // 2
-        j = -j
-    return _normalize(i, j, 0)
+    return _unfold(i, j, x, y)
 
 
 @jit
@@ -234,15 +241,7 @@ def _hex2d_to_ijk_margin(x, y):
             m = min(m, abs(r2 - r1 / 2.0))
             i = m1 + 1
             j = m2 if r2 < (r1 / 2.0) else m2 + 1
-    if x < 0.0:
-        if j % 2 == 0:
-            i = i - 2 * (i - j // 2)
-        else:
-            i = i - (2 * (i - (j + 1) // 2) + 1)
-    if y < 0.0:
-        i = i - (2 * j + 1) // 2
-        j = -j
-    i, j, k = _normalize(i, j, 0)
+    i, j, k = _unfold(i, j, x, y)
     return i, j, k, m
 
 

@@ -42,6 +42,21 @@ def _hash(key, mask):
 
 
 @jit
+def _init_row(i, n, s, mn, mx, cnt):
+    """Row ``i`` of a partial table, empty: counts 0, sums 0, min +inf, max -inf."""
+    for t in range(n.shape[1]):
+        n[i, t] = 0
+    for t in range(s.shape[1]):
+        s[i, t] = 0.0
+    for t in range(mn.shape[1]):
+        mn[i, t] = np.inf
+        mx[i, t] = -np.inf
+    for t in range(cnt.shape[1]):
+        for c in range(cnt.shape[2]):
+            cnt[i, t, c] = 0
+
+
+@jit
 def _slot(keys, key, mask, used, n, s, mn, mx, cnt):
     """Slot of ``key``, creating and initialising it; -1 when the table is too full."""
     i = _hash(key, mask)
@@ -54,16 +69,7 @@ def _slot(keys, key, mask, used, n, s, mn, mx, cnt):
                 return -1
             keys[i] = key
             used[0] += 1
-            for t in range(n.shape[1]):
-                n[i, t] = 0
-            for t in range(s.shape[1]):
-                s[i, t] = 0.0
-            for t in range(mn.shape[1]):
-                mn[i, t] = np.inf
-                mx[i, t] = -np.inf
-            for t in range(cnt.shape[1]):
-                for c in range(cnt.shape[2]):
-                    cnt[i, t, c] = 0
+            _init_row(i, n, s, mn, mx, cnt)
             return i
         i = (i + 1) & mask
 
@@ -210,16 +216,7 @@ def table_from_state(state, spec):
 def _agg_groups(vals, order, starts, nodata, has_nodata, n, s, mn, mx, cnt, classes, lut,
                 lut_off):
     for g in range(starts.size - 1):
-        for t in range(n.shape[1]):
-            n[g, t] = 0
-        for t in range(s.shape[1]):
-            s[g, t] = 0.0
-        for t in range(mn.shape[1]):
-            mn[g, t] = np.inf
-            mx[g, t] = -np.inf
-        for t in range(cnt.shape[1]):
-            for c in range(cnt.shape[2]):
-                cnt[g, t, c] = 0
+        _init_row(g, n, s, mn, mx, cnt)
         for q in range(starts[g], starts[g + 1]):  # pixel order within a cell: stable sort
             _add(vals, 0, order[q], g, nodata, has_nodata, n, s, mn, mx, cnt, classes, lut,
                  lut_off)
