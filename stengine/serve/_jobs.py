@@ -72,6 +72,18 @@ def validate(body) -> dict:
     return {"kind": kind, "source": body["source"], "ops": ops, "resources": res}
 
 
+def check_model_job(body: dict, allowed: set, job_error) -> None:
+    """A model job's common fields: no field outside ``allowed``, ``source`` and ``model``
+    names (strings); ``job_error(message, field)`` raises."""
+    extra = sorted(set(body) - allowed)
+    if extra:
+        raise job_error(f"unknown field {extra[0]!r}", extra[0])
+    if not isinstance(body.get("source"), str):
+        raise job_error("source must be the name of a registered source", "source")
+    if not isinstance(body.get("model"), str):
+        raise job_error("model must be the name of a registered model", "model")
+
+
 def check_resources(body, error=None) -> dict:
     """``body["resources"]`` as dask resources ({name: positive number}); ``error`` raises."""
     res = body.get("resources") or {}

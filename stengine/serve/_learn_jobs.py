@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from ._jobs import check_resources
+from ._jobs import check_model_job, check_resources
 
 TRAIN_FIELDS = {"kind", "source", "labels", "model", "epochs", "batch_size", "patch", "seed",
                 "lr", "register_as", "resources"}
@@ -164,14 +164,8 @@ def run_train(runner, jid: str, spec: dict, src) -> None:
 def validate_embed_job(body: dict, job_error) -> dict:
     """The spec of ``{"kind": "embed", "source", "model", "version"/"alias", "level"}``:
     one vector per H3 cell (``level``, default 4) over the source's extent."""
-    extra = sorted(set(body) - {"kind", "source", "model", "version", "alias", "level",
-                                "batch_size", "resources"})
-    if extra:
-        raise job_error(f"unknown field {extra[0]!r}", extra[0])
-    if not isinstance(body.get("source"), str):
-        raise job_error("source must be the name of a registered source", "source")
-    if not isinstance(body.get("model"), str):
-        raise job_error("model must be the name of a registered model", "model")
+    check_model_job(body, {"kind", "source", "model", "version", "alias", "level",
+                           "batch_size", "resources"}, job_error)
     level = body.get("level", 4)
     if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 15:
         raise job_error(f"level must be an H3 level 0-15; got {level!r}", "level")

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Body, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from ._jobs import check_resources
+from ._jobs import check_model_job, check_resources
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 ARTEFACT_FILES = ("weights.pt", "spec.json", "sha256")
@@ -244,14 +244,8 @@ class ModelStore:
 
 def validate_predict_job(body: dict, job_error) -> dict:
     """The spec of a ``{"kind": "predict", "source", "model", "version"/"alias"}`` job."""
-    extra = sorted(set(body) - {"kind", "source", "model", "version", "alias", "output",
-                                "resources"})
-    if extra:
-        raise job_error(f"unknown field {extra[0]!r}", extra[0])
-    if not isinstance(body.get("source"), str):
-        raise job_error("source must be the name of a registered source", "source")
-    if not isinstance(body.get("model"), str):
-        raise job_error("model must be the name of a registered model", "model")
+    check_model_job(body, {"kind", "source", "model", "version", "alias", "output",
+                           "resources"}, job_error)
     if body.get("output") not in (None, "class", "proba", "raw"):
         raise job_error(f"output must be 'class', 'proba' or 'raw'; got {body['output']!r}",
                         "output")
